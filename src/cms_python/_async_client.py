@@ -1,0 +1,80 @@
+"""`AsyncCMSClient`: the asyncio face. Everything but sending and sleeping is shared with `CMSClient`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec
+
+import httpx
+from cms_api_client import Client
+
+from . import _requests
+from ._attempts import Attempts
+from ._base import ClientBase, operation
+from ._requests import ApiResponse, TrackRequest
+from ._transports import ThroughAsyncClient
+from ._types import TrackError, TrackResult
+
+_P = ParamSpec("_P")
+
+
+def _method(
+    check: Callable[_P, TrackRequest | TrackError],
+) -> Callable[Concatenate[AsyncCMSClient, _P], Coroutine[Any, Any, TrackResult]]:
+    async def method(self: AsyncCMSClient, /, *args: _P.args, **kwargs: _P.kwargs) -> TrackResult:
+        return await self._send(check(*args, **kwargs))
+
+    return operation(check, method)
+
+
+class AsyncCMSClient(ClientBase):
+    """`CMSClient` for asyncio: the same arguments, results and rules; `await` its methods.
+
+    `http_client` takes your own `httpx.AsyncClient`. Use `async with`, or `await aclose()`.
+    """
+
+    def __init__(
+        self,
+        token: str | None = None,
+        host: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = 10.0,
+        max_retries: int = 2,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        super().__init__(token, host, timeout=timeout, max_retries=max_retries)
+        transport = ThroughAsyncClient(http_client) if http_client is not None else None
+        self._api = Client(base_url=self.host).set_async_httpx_client(
+            httpx.AsyncClient(**self._httpx_settings, transport=transport)
+        )
+
+    track_lead = _method(_requests.track_lead)
+    track_sale = _method(_requests.track_sale)
+
+    async def _send(self, request: TrackRequest | TrackError) -> TrackResult:
+        if not isinstance(request, TrackRequest):
+            return request
+        attempts = self._attempts(request)
+        while isinstance(step := attempts.finish(await self._attempt(attempts)), float):
+            await asyncio.sleep(step)
+        return step
+
+    async def _attempt(self, attempts: Attempts) -> ApiResponse | httpx.HTTPError:
+        try:
+            return await attempts.request.operation.asyncio_detailed(**attempts.begin(self._api))
+        except httpx.HTTPError as exc:
+            return exc
+
+    async def aclose(self) -> None:
+        """Release the connections (a caller's own `http_client` stays open)."""
+        await self._api.get_async_httpx_client().aclose()
+
+    async def __aenter__(self) -> AsyncCMSClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,114 @@
+"""What `CMSClient` and `AsyncCMSClient` share: configuration, checks at construction, method signatures."""
+
+from __future__ import annotations
+
+import inspect
+import ipaddress
+import os
+import platform
+import re
+from collections.abc import Callable
+from functools import update_wrapper
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+
+from ._attempts import Attempts
+from ._requests import TrackRequest
+from ._types import TrackError
+from ._version import __version__
+
+DEFAULT_HOST = "https://api.cme.sh"
+TOKEN_VARIABLE = "CMS_BEARER_TOKEN"  # noqa: S105 - a variable name, not a secret
+HOST_VARIABLE = "CMS_HOST"
+USER_AGENT = f"cms-python-client/{__version__} (Python {platform.python_version()}; httpx {httpx.__version__})"
+# A header value: visible ASCII and spaces, nothing that could end the header line.
+_TOKEN = re.compile(r"[\x20-\x7e]+")
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+class ClientBase:
+    """Reads and checks the settings; raises `ValueError` for a missing token or an unsafe host."""
+
+    def __init__(
+        self, token: str | None, host: str | None, *, timeout: float | httpx.Timeout, max_retries: int
+    ) -> None:
+        self._token = _resolve_token(token)
+        self.host: str = _resolve_host(host)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError("max_retries must be an int >= 0 (0 turns retries off)")
+        self.max_retries: int = max_retries
+        if not isinstance(timeout, httpx.Timeout) and not (
+            isinstance(timeout, int | float) and not isinstance(timeout, bool) and 0 < timeout < float("inf")
+        ):
+            raise ValueError("timeout must be a positive number of seconds or an httpx.Timeout")
+        # For the httpx client each face builds: the token travels only in this header, which httpx masks in reprs.
+        self._httpx_settings: dict[str, Any] = {
+            "base_url": self.host,
+            "headers": {"Authorization": f"Bearer {self._token}", "User-Agent": USER_AGENT},
+            "timeout": timeout,
+            "follow_redirects": False,
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(host={self.host!r}, max_retries={self.max_retries})"
+
+    def _attempts(self, request: TrackRequest) -> Attempts:
+        return Attempts(request, max_retries=self.max_retries, token=self._token)
+
+
+def operation(check: Callable[..., TrackRequest | TrackError], method: _Method) -> _Method:
+    """Give a client's `method` the signature and docstring of `check` (from `_requests`), which it calls.
+
+    Each keyword argument list is written once, in `_requests`, for both faces; `help()` and IDEs show it.
+    """
+    update_wrapper(method, check)
+    signature = inspect.signature(check)
+    self = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    method.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[self, *signature.parameters.values()], return_annotation="TrackResult"
+    )
+    return method
+
+
+def _resolve_token(token: str | None) -> str:
+    if token is None:
+        token = os.environ.get(TOKEN_VARIABLE) or None
+    if token is None:
+        raise ValueError(f"No API token: pass CMSClient(token=...) or set the {TOKEN_VARIABLE} environment variable")
+    # The messages below never include the token itself.
+    if not isinstance(token, str) or not token.strip():
+        raise ValueError("The API token must be a non-empty str")
+    if not _TOKEN.fullmatch(token):
+        raise ValueError("The API token contains a line break or another character not allowed in an HTTP header")
+    return token
+
+
+def _resolve_host(host: str | None) -> str:
+    host = host or os.environ.get(HOST_VARIABLE) or DEFAULT_HOST
+    if not isinstance(host, str):
+        raise ValueError("host must be a str such as 'https://api.cme.sh'")
+    try:
+        parts = urlsplit(host)
+        hostname = parts.hostname
+    except ValueError:
+        hostname = None
+    if hostname is None or parts.scheme not in ("http", "https") or _TOKEN.fullmatch(host) is None or " " in host:
+        raise ValueError(f"host must be an http(s) URL such as 'https://api.cme.sh', got {host!r}")
+    if parts.scheme == "http" and not _is_loopback(hostname):
+        raise ValueError(
+            f"host {host!r} uses plain http: the token would cross the network unencrypted. "
+            "Use https (plain http is allowed only for localhost / 127.0.0.0/8 / ::1)."
+        )
+    return host.rstrip("/")
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,89 @@
+"""`CMSClient`: the synchronous face."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Concatenate, ParamSpec
+
+import httpx
+from cms_api_client import Client
+
+from . import _requests
+from ._attempts import Attempts
+from ._base import ClientBase, operation
+from ._requests import ApiResponse, TrackRequest
+from ._transports import ThroughClient
+from ._types import TrackError, TrackResult
+
+_P = ParamSpec("_P")
+
+
+def _method(check: Callable[_P, TrackRequest | TrackError]) -> Callable[Concatenate[CMSClient, _P], TrackResult]:
+    def method(self: CMSClient, /, *args: _P.args, **kwargs: _P.kwargs) -> TrackResult:
+        return self._send(check(*args, **kwargs))
+
+    return operation(check, method)
+
+
+class CMSClient(ClientBase):
+    """Tracks leads and sales with CutMeShort. Methods return result dicts and never raise for API,
+    network or value errors.
+
+    Args:
+        token: your API token; defaults to the `CMS_BEARER_TOKEN` environment variable. Neither: `ValueError`.
+        host: the API's base URL; defaults to `CMS_HOST`, then `https://api.cme.sh`. Plain `http://` is
+            refused (`ValueError`) unless the host is loopback.
+        timeout: seconds for each of connect, read and write of one attempt (or an `httpx.Timeout`).
+        max_retries: how many times a failed attempt is retried when retrying is safe (0: never).
+        http_client: your own `httpx.Client` (proxies, custom CA bundle, test transport); the SDK sends
+            through it but keeps its own base URL, headers and timeout, never follows redirects, and does
+            not close it.
+
+    Use it as a context manager, or call `close()`, to release its connections.
+    """
+
+    def __init__(
+        self,
+        token: str | None = None,
+        host: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = 10.0,
+        max_retries: int = 2,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        super().__init__(token, host, timeout=timeout, max_retries=max_retries)
+        transport = ThroughClient(http_client) if http_client is not None else None
+        self._api = Client(base_url=self.host).set_httpx_client(
+            httpx.Client(**self._httpx_settings, transport=transport)
+        )
+
+    track_lead = _method(_requests.track_lead)
+    track_sale = _method(_requests.track_sale)
+
+    def _send(self, request: TrackRequest | TrackError) -> TrackResult:
+        if not isinstance(request, TrackRequest):
+            return request
+        attempts = self._attempts(request)
+        while isinstance(step := attempts.finish(self._attempt(attempts)), float):
+            time.sleep(step)
+        return step
+
+    def _attempt(self, attempts: Attempts) -> ApiResponse | httpx.HTTPError:
+        try:
+            return attempts.request.operation.sync_detailed(**attempts.begin(self._api))
+        except httpx.HTTPError as exc:
+            return exc
+
+    def close(self) -> None:
+        """Release the connections (a caller's own `http_client` stays open)."""
+        self._api.get_httpx_client().close()
+
+    def __enter__(self) -> CMSClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,246 @@
+"""Check a call's keyword arguments and turn them into the generated request models.
+
+Nothing here does I/O: `track_lead` and `track_sale` return either a `TrackRequest` ready to send or the
+`validation_error` dict. Their signatures and docstrings are the clients' methods' (see `_base.operation`).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, TypeAlias, TypeVar
+from urllib.parse import urlsplit
+
+from cms_api_client.api.tracking import track_lead as lead_api
+from cms_api_client.api.tracking import track_sale as sale_api
+from cms_api_client.models import ErrorResponse, LeadPayload, SalePayload, TrackResponse
+from cms_api_client.types import UNSET, Response, Unset
+
+from ._results import validation_error
+from ._types import TrackError
+
+#: JSON parsers that use doubles (JavaScript's) lose cents above this.
+MAX_AMOUNT = 2**53 - 1
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_CURRENCY = re.compile(r"[A-Za-z]{3}")
+# Header values must be visible ASCII; the spec caps the key at 255 characters.
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+ApiResponse: TypeAlias = Response[ErrorResponse | TrackResponse]
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One endpoint of the generated client, in both its sync and async forms."""
+
+    path: str
+    sync_detailed: Callable[..., ApiResponse]
+    asyncio_detailed: Callable[..., Awaitable[ApiResponse]]
+
+
+LEAD = Operation("/track/lead", lead_api.sync_detailed, lead_api.asyncio_detailed)
+SALE = Operation("/track/sale", sale_api.sync_detailed, sale_api.asyncio_detailed)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackRequest:
+    """A checked call, ready to send: the same idempotency key goes with every attempt."""
+
+    operation: Operation
+    body: LeadPayload | SalePayload
+    idempotency_key: str
+
+
+def track_lead(
+    *,
+    event_name: str,
+    customer_external_id: str,
+    click_id: str | None = None,
+    customer_name: str | None = None,
+    customer_email: str | None = None,
+    customer_avatar: str | None = None,
+    timestamp: datetime | None = None,
+    mode: Literal["deferred"] | None = None,
+    idempotency_key: str | None = None,
+) -> TrackRequest | TrackError:
+    """Track a lead event (a signup, a verified email, ...).
+
+    Args:
+        event_name: e.g. `"signup_started"`.
+        customer_external_id: your stable id for the customer.
+        click_id: the click to attribute the lead to. Needed for a standard lead and for the first call of
+            deferred attribution (with `mode="deferred"`); leave it out of the later calls for that customer.
+        customer_name, customer_email, customer_avatar: optional customer details (avatar: an http(s) URL).
+        timestamp: when it happened, a timezone-aware datetime; the server uses "now" when absent.
+        mode: `"deferred"` to store the click-to-customer association for later events.
+        idempotency_key: sent as `Idempotency-Key` on every attempt; a fresh UUID4 when absent.
+
+    Returns the result dict (`TrackSuccess` or `TrackError`); bad values come back as a `validation_error`
+    and send nothing. Never raises, but `TypeError` for unknown or missing keyword names.
+    """
+    fields = _Fields()
+    body = LeadPayload(
+        event_name=fields.text("event_name", event_name),
+        customer_external_id=fields.text("customer_external_id", customer_external_id),
+        click_id=fields.optional_text("click_id", click_id),
+        customer_name=fields.optional_text("customer_name", customer_name, allow_empty=True),
+        customer_email=fields.email("customer_email", customer_email),
+        customer_avatar=fields.url("customer_avatar", customer_avatar),
+        timestamp=fields.timestamp("timestamp", timestamp),
+        mode=fields.mode(mode, click_id),
+    )
+    return fields.request(LEAD, body, idempotency_key)
+
+
+def track_sale(
+    *,
+    event_name: str,
+    customer_external_id: str,
+    invoice_id: str,
+    amount: int,
+    currency: str,
+    click_id: str | None = None,
+    customer_name: str | None = None,
+    customer_email: str | None = None,
+    customer_avatar: str | None = None,
+    timestamp: datetime | None = None,
+    idempotency_key: str | None = None,
+) -> TrackRequest | TrackError:
+    """Track a sale.
+
+    Args:
+        event_name: e.g. `"purchase_completed"`.
+        customer_external_id: your stable id for the customer.
+        invoice_id: your invoice id; the server records one sale per invoice, so retries never count twice.
+        amount: in cents, a non-negative int (`4999` is 49.99).
+        currency: a 3-letter ISO 4217 code such as `"USD"` (sent upper-case).
+        click_id: the click to attribute the sale to; required unless a deferred lead already associates
+            this customer with a click.
+        customer_name, customer_email, customer_avatar: optional customer details (avatar: an http(s) URL).
+        timestamp: when it happened, a timezone-aware datetime; the server uses "now" when absent.
+        idempotency_key: sent as `Idempotency-Key` on every attempt; a fresh UUID4 when absent.
+
+    Returns the result dict (`TrackSuccess` or `TrackError`); bad values come back as a `validation_error`
+    and send nothing. Never raises, but `TypeError` for unknown or missing keyword names.
+    """
+    fields = _Fields()
+    body = SalePayload(
+        event_name=fields.text("event_name", event_name),
+        customer_external_id=fields.text("customer_external_id", customer_external_id),
+        invoice_id=fields.text("invoice_id", invoice_id),
+        amount=fields.amount(amount),
+        currency=fields.currency(currency),
+        click_id=fields.optional_text("click_id", click_id),
+        customer_name=fields.optional_text("customer_name", customer_name, allow_empty=True),
+        customer_email=fields.email("customer_email", customer_email),
+        customer_avatar=fields.url("customer_avatar", customer_avatar),
+        timestamp=fields.timestamp("timestamp", timestamp),
+    )
+    return fields.request(SALE, body, idempotency_key)
+
+
+class _Fields:
+    """Checks values one by one, remembering every problem (keyed by keyword name) instead of stopping."""
+
+    __slots__ = ("problems",)
+
+    def __init__(self) -> None:
+        self.problems: dict[str, str] = {}
+
+    def request(self, operation: Operation, body: LeadPayload | SalePayload, key: object) -> TrackRequest | TrackError:
+        if key is None:
+            key = str(uuid.uuid4())
+        elif not isinstance(key, str) or not _IDEMPOTENCY_KEY.fullmatch(key):
+            self.problems["idempotency_key"] = "must be 1 to 255 visible ASCII characters"
+        if self.problems:
+            return validation_error(self.problems)
+        return TrackRequest(operation, body, str(key))
+
+    def text(self, name: str, value: object) -> str:
+        if not isinstance(value, str):
+            return self._bad(name, f"must be a str, got {type(value).__name__}", "")
+        if not value.strip():
+            return self._bad(name, "must not be empty", "")
+        return self._clean(name, value)
+
+    def optional_text(self, name: str, value: object, *, allow_empty: bool = False) -> str | Unset:
+        if value is None:
+            return UNSET
+        if allow_empty and value == "":
+            return value
+        return self.text(name, value)
+
+    def email(self, name: str, value: object) -> str | Unset:
+        email = self.optional_text(name, value)
+        if isinstance(email, str) and name not in self.problems and not _EMAIL.fullmatch(email):
+            return self._bad(name, "must be an email address like jane@example.com", UNSET)
+        return email
+
+    def url(self, name: str, value: object) -> str | Unset:
+        url = self.optional_text(name, value)
+        if isinstance(url, str) and name not in self.problems:
+            try:
+                parts = urlsplit(url)
+                valid = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in url
+            except ValueError:
+                valid = False
+            if not valid:
+                return self._bad(name, "must be an http(s) URL", UNSET)
+        return url
+
+    def timestamp(self, name: str, value: object) -> datetime | Unset:
+        if value is None:
+            return UNSET
+        if not isinstance(value, datetime):
+            return self._bad(name, f"must be a datetime, got {type(value).__name__}", UNSET)
+        try:
+            aware = value.utcoffset() is not None
+        except (TypeError, ValueError):  # a tzinfo whose utcoffset() is broken
+            aware = False
+        if not aware:
+            return self._bad(
+                name, "must be timezone-aware, e.g. datetime.now(timezone.utc): a naive one is ambiguous", UNSET
+            )
+        return value
+
+    def mode(self, value: object, click_id: object) -> Literal["deferred"] | Unset:
+        if value is None:
+            return UNSET
+        if value != "deferred" or not isinstance(value, str):
+            return self._bad("mode", 'must be "deferred" or None', UNSET)
+        if click_id is None:
+            return self._bad("mode", 'mode="deferred" needs the click_id to associate with the customer', UNSET)
+        return "deferred"
+
+    def amount(self, value: object) -> int:
+        # bool is an int subclass, and a float amount is ambiguous (dollars or cents?): both refused.
+        if not isinstance(value, int) or isinstance(value, bool):
+            return self._bad("amount", f"must be an int number of cents, got {type(value).__name__}", 0)
+        if not 0 <= value <= MAX_AMOUNT:
+            return self._bad("amount", f"must be between 0 and {MAX_AMOUNT} cents", 0)
+        return value
+
+    def currency(self, value: object) -> str:
+        if not isinstance(value, str) or not _CURRENCY.fullmatch(value):
+            return self._bad("currency", 'must be a 3-letter ISO 4217 code such as "USD"', "")
+        return value.upper()
+
+    def _clean(self, name: str, value: str) -> str:
+        if _CONTROL_CHARACTERS.search(value):
+            return self._bad(name, "must not contain control characters (line breaks, tabs, NUL, ...)", "")
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return self._bad(name, "must be valid Unicode text (it has a lone surrogate)", "")
+        return value
+
+    def _bad(self, name: str, problem: str, placeholder: _T) -> _T:
+        # The placeholder is never sent: any problem means no request is built.
+        self.problems.setdefault(name, problem)
+        return placeholder

@@ -1,0 +1,63 @@
+"""When to try a call again, and how long to wait first. Pure functions: no I/O, no sleeping."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+#: Statuses that say "not now" rather than "not this": the same request may succeed later.
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+INITIAL_DELAY = 0.5
+MAX_DELAY = 8.0
+#: The longest `Retry-After` the SDK waits for; a longer one ends the call with the error dict instead.
+MAX_RETRY_AFTER = 60.0
+
+
+def is_retryable_exception(exc: httpx.HTTPError) -> bool:
+    """Connection failures, timeouts and connections dropped before an answer; not bad URLs or bad bodies."""
+    return isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError | httpx.ProxyError)
+
+
+def backoff(retry_number: int) -> float:
+    """Exponential backoff from INITIAL_DELAY, capped at MAX_DELAY, minus up to 25% jitter.
+
+    The jitter spreads out clients that failed together, so they do not retry together.
+    """
+    delay = min(INITIAL_DELAY * 2.0**retry_number, MAX_DELAY)
+    return delay * (1 - 0.25 * random.random())  # noqa: S311 - jitter, not cryptography
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """The server's requested wait in seconds (`retry-after-ms`, or `Retry-After` in seconds or as an HTTP-date)."""
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds is not None:
+        seconds = _number(milliseconds)
+        if seconds is not None:
+            return seconds / 1000
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    seconds = _number(value)
+    if seconds is not None:
+        return seconds
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:  # HTTP-dates are GMT
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    # NaN and infinities are not waits; negative waits mean "now".
+    return max(0.0, value) if math.isfinite(value) else None
