@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import json
 import os
 import shutil
 import subprocess
@@ -18,6 +19,8 @@ import sys
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "openapi" / "cutmeshort.yaml"
@@ -55,6 +58,9 @@ def generate_into(folder: Path) -> Path:
         shutil.rmtree(output / scratch, ignore_errors=True)
     # Marks the package as typed for users of the raw layer; the generator does not write it.
     (output / "py.typed").touch()
+    # The spec travels with the package (as JSON: no YAML parser needed), for the sandbox's request checks.
+    spec = yaml.safe_load(SPEC.read_text(encoding="utf-8"))
+    (output / "openapi.json").write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return output
 
 

@@ -1,0 +1,110 @@
+"""A real HTTP/1.1 server on 127.0.0.1 for tests, answering each request from a script of replies."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+SUCCESS = {"success": True, "message": "Event tracked successfully", "data": {"id": "evt_1"}}
+
+
+@dataclass
+class Reply:
+    """What the server does with one request.
+
+    `body`: bytes are sent as they are; anything else as JSON. `action`: None answers normally;
+    "drop" closes the connection without answering; "truncate" promises more bytes than it sends, then closes.
+    """
+
+    status: int = 200
+    body: Any = field(default_factory=lambda: dict(SUCCESS))
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    action: str | None = None
+
+    def encoded(self) -> tuple[bytes, str]:
+        if isinstance(self.body, bytes):
+            return self.body, self.headers.get("Content-Type", "text/html")
+        return json.dumps(self.body).encode(), "application/json"
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class LoopbackServer:
+    """Threaded server; `queue(...)` scripts the next replies, `default` answers once the script runs out."""
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.default = Reply()
+        self._script: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                with server._lock:
+                    server.requests.append(
+                        Recorded(self.command, self.path, dict(self.headers.items()), body, time.monotonic())
+                    )
+                    reply = server._script.popleft() if server._script else server.default
+                server._answer(self, reply)
+
+            do_GET = do_PUT = do_PATCH = do_DELETE = do_POST
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self._thread.start()
+
+    def queue(self, *replies: Reply) -> None:
+        with self._lock:
+            self._script.extend(replies)
+
+    def _answer(self, handler: BaseHTTPRequestHandler, reply: Reply) -> None:
+        if reply.delay:
+            time.sleep(reply.delay)
+        if reply.action == "drop":
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            return
+        payload, content_type = reply.encoded()
+        handler.send_response(reply.status)
+        headers = {"Content-Type": content_type, "Content-Length": str(len(payload)), **reply.headers}
+        if reply.action == "truncate":
+            headers["Content-Length"] = str(len(payload) + 100)
+            handler.close_connection = True
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(payload)
+        handler.wfile.flush()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
