@@ -12,7 +12,8 @@ from cms_python import AsyncCMSClient, CMSClient, TrackResult
 
 from .servers import LoopbackServer
 
-TOKEN = "test-token-5f1c9a"  # noqa: S105 - a fake token the tests look for in every output
+# A fake token that the tests look for in every output.
+TOKEN = "test-token-5f1c9a"
 
 
 @pytest.fixture
