@@ -29,26 +29,15 @@ def _method(
     return operation(check, method)
 
 
-class AsyncCMSClient(ClientBase):
+class AsyncCMSClient(ClientBase[httpx.AsyncClient]):
     """`CMSClient` for asyncio: the same arguments, results and rules; `await` its methods.
 
     `http_client` takes your own `httpx.AsyncClient`. Use `async with`, or `await aclose()`.
     """
 
-    def __init__(
-        self,
-        token: str | None = None,
-        host: str | None = None,
-        *,
-        timeout: float | httpx.Timeout = 10.0,
-        max_retries: int = 2,
-        http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        super().__init__(token, host, timeout=timeout, max_retries=max_retries)
+    def _connect(self, settings: dict[str, Any], http_client: httpx.AsyncClient | None) -> Client:
         transport = ThroughAsyncClient(http_client) if http_client is not None else None
-        self._api = Client(base_url=self.host).set_async_httpx_client(
-            httpx.AsyncClient(**self._httpx_settings, transport=transport)
-        )
+        return Client(base_url=self.host).set_async_httpx_client(httpx.AsyncClient(**settings, transport=transport))
 
     track_lead = _method(_requests.track_lead)
     track_sale = _method(_requests.track_sale)

@@ -7,12 +7,14 @@ import ipaddress
 import os
 import platform
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import update_wrapper
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+from cms_api_client import Client
 
 from ._attempts import Attempts
 from ._requests import TrackRequest
@@ -27,13 +29,20 @@ USER_AGENT = f"cms-python-client/{__version__} (Python {platform.python_version(
 _TOKEN = re.compile(r"[\x20-\x7e]+")
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
+_HttpClient = TypeVar("_HttpClient", httpx.Client, httpx.AsyncClient)
 
 
-class ClientBase:
-    """Reads and checks the settings; raises `ValueError` for a missing token or an unsafe host."""
+class ClientBase(ABC, Generic[_HttpClient]):
+    """What both faces share; each adds `_connect` (its httpx client) and the I/O of `_send`."""
 
     def __init__(
-        self, token: str | None, host: str | None, *, timeout: float | httpx.Timeout, max_retries: int
+        self,
+        token: str | None = None,
+        host: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = 10.0,
+        max_retries: int = 2,
+        http_client: _HttpClient | None = None,
     ) -> None:
         self._token = _resolve_token(token)
         self.host: str = _resolve_host(host)
@@ -44,13 +53,18 @@ class ClientBase:
             isinstance(timeout, int | float) and not isinstance(timeout, bool) and 0 < timeout < float("inf")
         ):
             raise ValueError("timeout must be a positive number of seconds or an httpx.Timeout")
-        # For the httpx client each face builds: the token travels only in this header, which httpx masks in reprs.
-        self._httpx_settings: dict[str, Any] = {
+        # The token travels only in this header, which httpx masks in its reprs.
+        settings: dict[str, Any] = {
             "base_url": self.host,
             "headers": {"Authorization": f"Bearer {self._token}", "User-Agent": USER_AGENT},
             "timeout": timeout,
             "follow_redirects": False,
         }
+        self._api = self._connect(settings, http_client)
+
+    @abstractmethod
+    def _connect(self, settings: dict[str, Any], http_client: _HttpClient | None) -> Client:
+        """The generated client, sending through a new httpx client built from `settings`."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(host={self.host!r}, max_retries={self.max_retries})"

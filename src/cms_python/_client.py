@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Concatenate, ParamSpec
+from typing import Any, Concatenate, ParamSpec
 
 import httpx
 from cms_api_client import Client
@@ -27,7 +27,7 @@ def _method(check: Callable[_P, TrackRequest | TrackError]) -> Callable[Concaten
     return operation(check, method)
 
 
-class CMSClient(ClientBase):
+class CMSClient(ClientBase[httpx.Client]):
     """Tracks leads and sales with CutMeShort. Methods return result dicts and never raise for API,
     network or value errors.
 
@@ -44,20 +44,9 @@ class CMSClient(ClientBase):
     Use it as a context manager, or call `close()`, to release its connections.
     """
 
-    def __init__(
-        self,
-        token: str | None = None,
-        host: str | None = None,
-        *,
-        timeout: float | httpx.Timeout = 10.0,
-        max_retries: int = 2,
-        http_client: httpx.Client | None = None,
-    ) -> None:
-        super().__init__(token, host, timeout=timeout, max_retries=max_retries)
+    def _connect(self, settings: dict[str, Any], http_client: httpx.Client | None) -> Client:
         transport = ThroughClient(http_client) if http_client is not None else None
-        self._api = Client(base_url=self.host).set_httpx_client(
-            httpx.Client(**self._httpx_settings, transport=transport)
-        )
+        return Client(base_url=self.host).set_httpx_client(httpx.Client(**settings, transport=transport))
 
     track_lead = _method(_requests.track_lead)
     track_sale = _method(_requests.track_sale)

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
 from cms_api_client.api.tracking import track_lead as lead_api
@@ -75,10 +75,8 @@ def track_lead(
         customer_external_id: your stable id for the customer.
         click_id: the click to attribute the lead to. Needed for a standard lead and for the first call of
             deferred attribution (with `mode="deferred"`); leave it out of the later calls for that customer.
-        customer_name, customer_email, customer_avatar: optional customer details (avatar: an http(s) URL).
-        timestamp: when it happened, a timezone-aware datetime; the server uses "now" when absent.
         mode: `"deferred"` to store the click-to-customer association for later events.
-        idempotency_key: sent as `Idempotency-Key` on every attempt; a fresh UUID4 when absent.
+        customer_name, customer_email, customer_avatar, timestamp, idempotency_key: as for `track_sale`.
 
     Returns the result dict (`TrackSuccess` or `TrackError`); bad values come back as a `validation_error`
     and send nothing. Never raises, but `TypeError` for unknown or missing keyword names.
@@ -88,11 +86,8 @@ def track_lead(
         event_name=fields.text("event_name", event_name),
         customer_external_id=fields.text("customer_external_id", customer_external_id),
         click_id=fields.optional_text("click_id", click_id),
-        customer_name=fields.optional_text("customer_name", customer_name, allow_empty=True),
-        customer_email=fields.email("customer_email", customer_email),
-        customer_avatar=fields.url("customer_avatar", customer_avatar),
-        timestamp=fields.timestamp("timestamp", timestamp),
         mode=fields.mode(mode, click_id),
+        **fields.details(customer_name, customer_email, customer_avatar, timestamp),
     )
     return fields.request(LEAD, body, idempotency_key)
 
@@ -136,10 +131,7 @@ def track_sale(
         amount=fields.amount(amount),
         currency=fields.currency(currency),
         click_id=fields.optional_text("click_id", click_id),
-        customer_name=fields.optional_text("customer_name", customer_name, allow_empty=True),
-        customer_email=fields.email("customer_email", customer_email),
-        customer_avatar=fields.url("customer_avatar", customer_avatar),
-        timestamp=fields.timestamp("timestamp", timestamp),
+        **fields.details(customer_name, customer_email, customer_avatar, timestamp),
     )
     return fields.request(SALE, body, idempotency_key)
 
@@ -160,6 +152,15 @@ class _Fields:
         if self.problems:
             return validation_error(self.problems)
         return TrackRequest(operation, body, str(key))
+
+    def details(self, name: object, email: object, avatar: object, timestamp: object) -> dict[str, Any]:
+        """The optional fields leads and sales share, as the generated models' keyword arguments."""
+        return {
+            "customer_name": self.optional_text("customer_name", name, allow_empty=True),
+            "customer_email": self.email("customer_email", email),
+            "customer_avatar": self.url("customer_avatar", avatar),
+            "timestamp": self.timestamp("timestamp", timestamp),
+        }
 
     def text(self, name: str, value: object) -> str:
         if not isinstance(value, str):
