@@ -15,6 +15,10 @@ from ._results import from_exception, from_response
 from ._types import TrackResult
 
 logger = logging.getLogger("cms_python")
+# A library logs only where the app configured logging (no "last resort" output to stderr).
+logger.addHandler(logging.NullHandler())
+#: Shorter tokens (test values) cannot be told apart from ordinary words in a message.
+_REDACTABLE_LENGTH = 8
 _T = TypeVar("_T")
 
 
@@ -60,7 +64,7 @@ class Attempts:
             if wait <= _retry.MAX_RETRY_AFTER:
                 return wait
         # A server or proxy may echo the Authorization header back: never hand the token on.
-        failure = _redact(result, self._token)
+        failure = _redact(result, self._token) if len(self._token) >= _REDACTABLE_LENGTH else result
         logger.warning(
             "POST %s failed after %d attempt(s): %s (status %s, type %s)",
             path, self.number, failure["error"], failure["status_code"], failure["type"],
