@@ -76,7 +76,7 @@ def _redact(value: _T, token: str) -> _T:
     if isinstance(value, str):
         return cast(_T, value.replace(token, "[redacted]"))
     if isinstance(value, dict):
-        return cast(_T, {key: _redact(item, token) for key, item in value.items()})
+        return cast(_T, {_redact(key, token): _redact(item, token) for key, item in value.items()})
     if isinstance(value, list):
         return cast(_T, [_redact(item, token) for item in value])
     return value

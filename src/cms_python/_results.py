@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -43,7 +44,8 @@ def from_response(response: Response[ErrorResponse | TrackResponse]) -> TrackRes
             kind="invalid_response",
             status_code=status,
         )
-    return _http_error(status, parsed.to_dict() if isinstance(parsed, ErrorResponse) else {}, response.headers)
+    fields = parsed.to_dict() if isinstance(parsed, ErrorResponse) else _json_object(response.content)
+    return _http_error(status, fields, response.headers)
 
 
 def from_exception(exc: httpx.HTTPError) -> TrackError:
@@ -77,6 +79,15 @@ def _http_error(status: int, body: dict[str, Any], headers: Mapping[str, str] | 
         status_code=status,
         details=details if isinstance(details, dict) else None,
     )
+
+
+def _json_object(content: bytes) -> dict[str, Any]:
+    """The body as a JSON object, for error bodies the generated model could not take (a wrong-typed field)."""
+    try:
+        body = json.loads(content)
+    except (ValueError, RecursionError):  # not JSON (HTML, empty), or nested beyond what Python parses
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def _status_line(status: int) -> str:

@@ -1,0 +1,370 @@
+"""Configuration (token, host, limits), token hygiene, closing, and a caller's own httpx client."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from cms_python import DEFAULT_HOST, AsyncCMSClient, CMSClient
+
+from .conftest import TOKEN
+from .servers import SUCCESS, Reply
+
+LEAD = {"click_id": "id_123", "event_name": "signup_started", "customer_external_id": "user_42"}
+ENV_TOKEN = "env-token-77aa01"
+
+
+def authorization(server: Any) -> str:
+    (request,) = server.requests
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    return headers["authorization"]
+
+
+def close(face: Any, client: Any) -> None:
+    face.run(client.raw.aclose()) if face.kind == "async" else client.raw.close()
+
+
+# --- token -------------------------------------------------------------------------------------------------
+
+
+def test_token_from_environment(face, server, monkeypatch):
+    monkeypatch.setenv("CMS_BEARER_TOKEN", ENV_TOKEN)
+    client = face.client(token=None, host=server.url)
+    assert client.track_lead(**LEAD)["success"] is True
+    assert authorization(server) == f"Bearer {ENV_TOKEN}"
+
+
+def test_token_argument_wins_over_environment(face, server, monkeypatch):
+    monkeypatch.setenv("CMS_BEARER_TOKEN", ENV_TOKEN)
+    client = face.client(token=TOKEN, host=server.url)
+    assert client.track_lead(**LEAD)["success"] is True
+    assert authorization(server) == f"Bearer {TOKEN}"
+
+
+@pytest.mark.parametrize("environment", [None, ""], ids=["unset", "empty"])
+def test_no_token_at_all(face, server, monkeypatch, environment):
+    if environment is not None:
+        monkeypatch.setenv("CMS_BEARER_TOKEN", environment)
+    with pytest.raises(ValueError, match="CMS_BEARER_TOKEN"):
+        face.client(token=None, host=server.url)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param(f"{TOKEN}\nX-Injected: 1", id="newline"),
+        pytest.param(f"{TOKEN}\r\n", id="crlf"),
+        pytest.param(f"{TOKEN}\x00", id="nul"),
+        pytest.param(f"{TOKEN}é", id="non-ascii"),
+        pytest.param("", id="empty"),
+        pytest.param("   ", id="blank"),
+        pytest.param(TOKEN.encode(), id="bytes"),
+    ],
+)
+def test_bad_token_is_refused_without_echoing_it(face, server, token):
+    with pytest.raises(ValueError, match="token") as caught:
+        face.client(token=token, host=server.url)
+    assert TOKEN not in str(caught.value)
+    assert TOKEN not in repr(caught.value)
+
+
+def test_bad_token_from_environment_is_refused_without_echoing_it(face, server, monkeypatch):
+    monkeypatch.setenv("CMS_BEARER_TOKEN", f"{TOKEN}\n")
+    with pytest.raises(ValueError, match="token") as caught:
+        face.client(token=None, host=server.url)
+    assert TOKEN not in str(caught.value)
+
+
+# --- host --------------------------------------------------------------------------------------------------
+
+
+def test_default_host(face):
+    assert DEFAULT_HOST == "https://api.cme.sh"
+    assert face.client().raw.host == "https://api.cme.sh"
+
+
+def test_host_from_environment(face, server, monkeypatch):
+    monkeypatch.setenv("CMS_HOST", server.url)
+    client = face.client()
+    assert client.raw.host == server.url
+    assert client.track_lead(**LEAD)["success"] is True
+    assert server.requests[0].path == "/track/lead"
+
+
+def test_host_argument_wins_over_environment(face, server, monkeypatch):
+    monkeypatch.setenv("CMS_HOST", "https://elsewhere.example.com")
+    client = face.client(host=server.url)
+    assert client.raw.host == server.url
+    assert client.track_lead(**LEAD)["success"] is True
+
+
+@pytest.mark.parametrize("suffix", ["/", "//"])
+def test_trailing_slash_is_stripped(face, server, suffix):
+    client = face.client(host=server.url + suffix)
+    assert client.raw.host == server.url
+    assert client.track_lead(**LEAD)["success"] is True
+    assert server.requests[0].path == "/track/lead"
+
+
+def test_host_with_a_path_prefix(face, server):
+    client = face.client(host=f"{server.url}/proxy/cms/")
+    assert client.track_lead(**LEAD)["success"] is True
+    assert server.requests[0].path == "/proxy/cms/track/lead"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "http://example.com",
+        "http://api.cme.sh",
+        "http://10.0.0.1:8080",
+        "http://localhost.example.com",
+        "ftp://api.cme.sh",
+        "api.cme.sh",
+        "https://",
+        "https://api.cme.sh\r\nX-Injected: 1",
+        "https://api .cme.sh",
+    ],
+)
+def test_unsafe_or_malformed_host_is_refused(face, host):
+    with pytest.raises(ValueError, match="host"):
+        face.client(host=host)
+
+
+def test_plain_http_host_from_environment_is_refused(face, monkeypatch):
+    monkeypatch.setenv("CMS_HOST", "http://example.com")
+    with pytest.raises(ValueError, match="http"):
+        face.client()
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "http://localhost:1",
+        "http://127.0.0.1:1",
+        "http://127.0.0.5:1",
+        "http://[::1]:1",
+        "https://example.com",
+        "https://custom.com",
+        "https://api.cme.sh:8443",
+    ],
+)
+def test_allowed_hosts(face, host):
+    assert face.client(host=host).raw.host == host
+
+
+# --- limits ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_retries": -1},
+        {"max_retries": 1.5},
+        {"max_retries": True},
+        {"max_retries": "2"},
+        {"timeout": 0},
+        {"timeout": -1},
+        {"timeout": float("inf")},
+        {"timeout": float("nan")},
+        {"timeout": True},
+        {"timeout": "10"},
+    ],
+    ids=repr,
+)
+def test_bad_limits_are_refused(face, server, kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        face.client(host=server.url, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"max_retries": 0}, {"max_retries": 5}, {"timeout": 0.5}, {"timeout": httpx.Timeout(2.0)}], ids=repr
+)
+def test_good_limits_are_accepted(face, server, kwargs):
+    assert face.client(host=server.url, **kwargs).track_lead(**LEAD)["success"] is True
+
+
+# --- token hygiene -----------------------------------------------------------------------------------------
+
+
+def test_repr_and_str_do_not_show_the_token(client):
+    assert TOKEN not in repr(client.raw)
+    assert TOKEN not in str(client.raw)
+    assert TOKEN not in f"{client.raw!r} {client.raw!s}"
+
+
+def test_logs_never_contain_the_token(client, server, caplog):
+    caplog.set_level(logging.DEBUG)  # every logger: cms_python, httpx, httpcore
+    caplog.set_level(logging.DEBUG, logger="cms_python")
+    server.queue(
+        Reply(status=200),
+        Reply(status=401, body={"success": False, "error": f"bad token Bearer {TOKEN}", "type": "auth"}),
+    )
+    assert client.track_lead(**LEAD)["success"] is True
+    assert client.track_lead(**LEAD)["success"] is False
+    assert any(record.name == "cms_python" for record in caplog.records)
+    assert TOKEN not in caplog.text
+    for record in caplog.records:
+        assert TOKEN not in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(
+            Reply(status=401, body={"success": False, "error": f"bad token Bearer {TOKEN}", "type": "auth"}),
+            id="401-error",
+        ),
+        pytest.param(
+            Reply(
+                status=403,
+                body={
+                    "error": "forbidden",
+                    "type": f"auth:{TOKEN}",
+                    "details": {"authorization": f"Bearer {TOKEN}", "seen": [TOKEN, {"again": TOKEN}]},
+                },
+            ),
+            id="403-details",
+        ),
+        pytest.param(
+            Reply(status=401, body={"error": "bad token", "details": {f"Bearer {TOKEN}": "invalid"}}),
+            id="401-token-as-details-key",
+        ),
+        pytest.param(Reply(status=200, body={"success": False, "error": f"Bearer {TOKEN} is revoked"}), id="200-false"),
+        pytest.param(
+            Reply(status=302, body=b"", headers={"Location": f"https://login.example.com/?token={TOKEN}"}),
+            id="302-location",
+        ),
+    ],
+)
+def test_token_echoed_by_the_server_is_not_in_the_result(face, server, caplog, reply):
+    client = face.client(host=server.url, max_retries=0)
+    server.queue(reply)
+    result = client.track_lead(**LEAD)
+    assert result["success"] is False
+    assert result["status_code"] == reply.status
+    assert TOKEN not in json.dumps(result)
+    assert TOKEN not in caplog.text
+
+
+# --- closing -----------------------------------------------------------------------------------------------
+
+
+def test_context_manager(face, server):
+    if face.kind == "sync":
+        with CMSClient(token=TOKEN, host=server.url) as entered:
+            result = entered.track_lead(**LEAD)
+        sdk = entered
+    else:
+
+        async def use() -> tuple[AsyncCMSClient, Any]:
+            async with AsyncCMSClient(token=TOKEN, host=server.url) as entered:
+                return entered, await entered.track_lead(**LEAD)
+
+        sdk, result = face.run(use())
+    assert isinstance(sdk, CMSClient if face.kind == "sync" else AsyncCMSClient)
+    assert result["success"] is True
+    assert len(server.requests) == 1
+    assert own_httpx_client(sdk).is_closed
+
+
+def test_close_is_idempotent(face, client):
+    assert client.track_lead(**LEAD)["success"] is True
+    close(face, client)
+    close(face, client)
+    assert own_httpx_client(client.raw).is_closed
+
+
+def own_httpx_client(sdk: Any) -> httpx.Client | httpx.AsyncClient:
+    """The httpx client the SDK built for itself (private: only to check that closing closed it)."""
+    api = sdk._api
+    return api.get_async_httpx_client() if isinstance(sdk, AsyncCMSClient) else api.get_httpx_client()
+
+
+# --- a caller's own httpx client ---------------------------------------------------------------------------
+
+
+class Recorder:
+    """A MockTransport handler: records each request, answers from `replies` (then 200 SUCCESS)."""
+
+    def __init__(self, *replies: httpx.Response) -> None:
+        self.requests: list[httpx.Request] = []
+        self.replies = list(replies)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.replies.pop(0) if self.replies else httpx.Response(200, json=SUCCESS)
+
+
+@pytest.fixture
+def callers_client(face: Any) -> Iterator[tuple[Recorder, httpx.Client | httpx.AsyncClient]]:
+    """The caller's own httpx client of the face's kind, with settings the SDK must not pick up."""
+    recorder = Recorder()
+    settings: dict[str, Any] = {
+        "transport": httpx.MockTransport(recorder),
+        "base_url": "https://wrong.example.com/other/",
+        "headers": {"Authorization": "Bearer callers-own-token", "X-Caller": "yes"},
+        "follow_redirects": True,
+    }
+    own = httpx.AsyncClient(**settings) if face.kind == "async" else httpx.Client(**settings)
+    yield recorder, own
+    face.run(own.aclose()) if isinstance(own, httpx.AsyncClient) else own.close()
+
+
+def test_callers_http_client_is_used(face, callers_client):
+    recorder, own = callers_client
+    client = face.client(host="https://api.example.com", http_client=own)
+    result = client.track_lead(**LEAD)
+    assert result == SUCCESS
+    (request,) = recorder.requests
+    assert (request.method, str(request.url)) == ("POST", "https://api.example.com/track/lead")
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"].startswith("cms-python-client/")
+    assert "idempotency-key" in request.headers
+    assert json.loads(request.content) == {
+        "clickId": "id_123",
+        "eventName": "signup_started",
+        "customerExternalId": "user_42",
+    }
+
+
+def test_callers_http_client_is_not_closed(face, callers_client):
+    recorder, own = callers_client
+    client = face.client(host="https://api.example.com", http_client=own)
+    assert client.track_lead(**LEAD)["success"] is True
+    close(face, client)
+    assert not own.is_closed
+    # Still usable by its owner.
+    response = face.run(own.get("https://api.example.com/ping"))
+    assert response.status_code == 200
+    assert len(recorder.requests) == 2
+
+
+def test_callers_http_client_does_not_follow_redirects(face, callers_client):
+    recorder, own = callers_client
+    recorder.replies.append(httpx.Response(302, headers={"Location": "https://api.example.com/track/lead"}))
+    client = face.client(host="https://api.example.com", http_client=own, max_retries=0)
+    result = client.track_lead(**LEAD)
+    assert result["success"] is False
+    assert result["status_code"] == 302
+    assert result["type"] == "http_error"
+    assert len(recorder.requests) == 1
+
+
+def test_callers_http_client_error_status(face, callers_client):
+    recorder, own = callers_client
+    recorder.replies.append(httpx.Response(422, json={"error": "Validation failed", "type": "validation"}))
+    client = face.client(host="https://api.example.com", http_client=own)
+    assert client.track_lead(**LEAD) == {
+        "success": False,
+        "error": "Validation failed",
+        "status_code": 422,
+        "type": "validation",
+        "details": None,
+    }
