@@ -1,7 +1,7 @@
 """Lead tracking and deferred attribution.
 
-    CMS_BEARER_TOKEN=... python examples/lead_example.py     # against the API (CMS_HOST to change host)
-    python examples/lead_example.py                          # no token: against the offline sandbox
+CMS_BEARER_TOKEN=... python examples/lead_example.py     # against the API (CMS_HOST to change host)
+python examples/lead_example.py                          # no token: against the offline sandbox
 """
 
 import os

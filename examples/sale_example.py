@@ -1,7 +1,7 @@
 """Sale tracking.
 
-    CMS_BEARER_TOKEN=... python examples/sale_example.py     # against the API (CMS_HOST to change host)
-    python examples/sale_example.py                          # no token: against the offline sandbox
+CMS_BEARER_TOKEN=... python examples/sale_example.py     # against the API (CMS_HOST to change host)
+python examples/sale_example.py                          # no token: against the offline sandbox
 """
 
 import os

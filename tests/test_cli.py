@@ -1,0 +1,220 @@
+"""The `cms` command: `main([...])` in-process against a sandbox served on 127.0.0.1, and `python -m cms_python`
+in subprocesses for the demo and for stopping `cms sandbox` with a signal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from cms_python._cli import main
+from cms_python.testing import Sandbox
+
+LEAD_ARGS = ["--event-name", "signup_started", "--customer-external-id", "user_42"]
+SALE_ARGS = [
+    *["--event-name", "purchase_completed", "--customer-external-id", "user_42"],
+    *["--invoice-id", "inv_987", "--amount", "4999", "--currency", "USD"],
+]
+
+
+@pytest.fixture
+def sandbox() -> Sandbox:
+    return Sandbox(token="cli-token")
+
+
+@pytest.fixture
+def url(sandbox: Sandbox) -> Iterator[str]:
+    with sandbox.serve() as base:
+        yield base
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("CMS_BEARER_TOKEN", "cli-token")
+    monkeypatch.setenv("CMS_HOST", url)
+
+
+@pytest.mark.usefixtures("env")
+def test_track_lead_prints_the_result_and_exits_0(sandbox, capsys):
+    status = main(
+        [
+            "track-lead",
+            *LEAD_ARGS,
+            "--click-id",
+            "id_123",
+            *["--customer-name", "Jane Doe", "--customer-email", "jane@example.com"],
+            *["--customer-avatar", "https://example.com/jane.png", "--timestamp", "2024-05-01T12:00:00Z"],
+            *["--mode", "deferred", "--idempotency-key", "key-1"],
+        ]
+    )
+    assert status == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["success"] is True
+    assert result["data"]["clickId"] == "id_123"
+    (request,) = sandbox.requests
+    assert request.idempotency_key == "key-1"
+    assert request.json == {
+        "eventName": "signup_started",
+        "customerExternalId": "user_42",
+        "clickId": "id_123",
+        "customerName": "Jane Doe",
+        "customerEmail": "jane@example.com",
+        "customerAvatar": "https://example.com/jane.png",
+        "timestamp": "2024-05-01T12:00:00+00:00",
+        "mode": "deferred",
+    }
+    assert sandbox.associations == {"user_42": "id_123"}
+
+
+@pytest.mark.usefixtures("env")
+def test_track_sale_prints_the_result_and_exits_0(sandbox, capsys):
+    assert main(["track-sale", *SALE_ARGS, "--click-id", "id_123", "--timestamp", "2024-05-01T14:00:00+02:00"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"]["replayed"] is False
+    (sale,) = sandbox.sales
+    assert (sale.invoice_id, sale.amount, sale.currency, sale.click_id) == ("inv_987", 4999, "USD", "id_123")
+    assert sale.timestamp == "2024-05-01T14:00:00+02:00"
+
+
+@pytest.mark.usefixtures("env")
+def test_a_result_that_is_not_success_exits_1(sandbox, capsys):
+    # No click id and no deferred association: the API refuses it.
+    assert main(["track-sale", *SALE_ARGS]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert (result["success"], result["status_code"], result["type"]) == (False, 400, "missing_click_id")
+    assert sandbox.sales == []
+
+
+@pytest.mark.usefixtures("env")
+def test_bad_values_the_sdk_refuses_exit_1_with_a_validation_error(capsys):
+    assert main(["track-sale", *SALE_ARGS[:-1], "US Dollars", "--click-id", "c"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert (result["type"], list(result["details"])) == ("validation_error", ["currency"])
+
+
+def test_token_and_host_options_win_over_the_environment(sandbox, url, monkeypatch, capsys):
+    monkeypatch.setenv("CMS_BEARER_TOKEN", "wrong-token")
+    monkeypatch.setenv("CMS_HOST", "https://api.cme.sh.invalid")
+    assert main(["track-lead", *LEAD_ARGS, "--click-id", "c", "--token", "cli-token", "--host", url]) == 0
+    assert json.loads(capsys.readouterr().out)["success"] is True
+    assert len(sandbox.leads) == 1
+
+
+def test_a_refused_token_exits_1(url, capsys):
+    assert main(["track-lead", *LEAD_ARGS, "--click-id", "c", "--token", "wrong", "--host", url]) == 1
+    assert json.loads(capsys.readouterr().out)["status_code"] == 401
+
+
+def test_no_token_is_a_usage_error(url, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["track-lead", *LEAD_ARGS, "--click-id", "c", "--host", url])
+    assert exit_info.value.code == 2
+    assert "no API token: pass --token or set CMS_BEARER_TOKEN" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["track-lead", *LEAD_ARGS, "--host", "http://example.com"], "plain http"),
+        (["track-lead", *LEAD_ARGS, "--timestamp", "2024-05-01T12:00:00"], "has no UTC offset"),
+        (["track-lead", *LEAD_ARGS, "--timestamp", "yesterday"], "not an ISO 8601 date-time"),
+        (["track-lead", *LEAD_ARGS, "--mode", "later"], "invalid choice"),
+        (["track-lead", "--customer-external-id", "u"], "the following arguments are required: --event-name"),
+        (["track-sale", *SALE_ARGS[:-3], "49.99", "--currency", "USD"], "invalid int value"),
+        (["sandbox", "--rate-limit", "0"], "rate_limit must be an int >= 1"),
+        (["unknown-command"], "invalid choice"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_usage_errors_exit_2(monkeypatch, capsys, arguments, message):
+    monkeypatch.setenv("CMS_BEARER_TOKEN", "t")
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["track-lead"], ["track-sale"], ["sandbox"], ["demo"]])
+def test_help_has_a_description_and_examples(capsys, command):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "example" in text
+    assert f"usage: cms {command[0] if command else ''}".rstrip() in text
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("cms-python-client ")
+
+
+def test_demo_runs_the_journey_in_process(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert '"replayed": true' in out
+    assert '"type": "duplicate_attribution"' in out
+    assert "Recorded: 3 lead(s) and 2 sale(s) from 7 request(s)." in out
+    assert "click click_B: 2 lead(s), 1 sale(s), revenue 4999 USD cents; customers: user_77" in out
+    assert "deferred association: customer user_77 -> click click_B" in out
+
+
+def _python_m(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "cms_python", *arguments]
+
+
+def _child_environment() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if not name.startswith("CMS_")}
+
+
+def test_python_m_cms_python_demo():
+    completed = subprocess.run(
+        _python_m("demo"), capture_output=True, text=True, timeout=60, check=False, env=_child_environment()
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "Recorded: 3 lead(s) and 2 sale(s)" in completed.stdout
+    assert completed.stderr == ""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_cms_sandbox_serves_until_stopped(stop):
+    process = subprocess.Popen(
+        _python_m("sandbox", "--port", "0", "--token", "tok"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_child_environment(),
+    )
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        assert banner.startswith("CutMeShort sandbox listening on http://127.0.0.1:")
+        url = banner.split()[4]
+        response = httpx.post(
+            f"{url}/track/lead",
+            json={"eventName": "e", "customerExternalId": "u", "clickId": "c"},
+            headers={"Authorization": "Bearer tok"},
+        )
+        assert response.status_code == 200
+        process.send_signal(stop)
+        out, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0, err
+    assert "Stopped." in out
+    assert "Recorded: 1 lead(s) and 0 sale(s) from 1 request(s)." in out
+    assert "POST /track/lead -> 200" in err
+    assert "Traceback" not in err
+
+
+def test_cms_sandbox_reports_a_port_in_use(url, capsys):
+    port = url.rsplit(":", 1)[1]
+    assert main(["sandbox", "--port", port, "--quiet"]) == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
