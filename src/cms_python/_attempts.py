@@ -65,18 +65,35 @@ class Attempts:
                 return wait
         # A server or proxy may echo the Authorization header back: never hand the token on.
         failure = _redact(result, self._token) if len(self._token) >= _REDACTABLE_LENGTH else result
+        # The server's message can echo request values (an email): those stay out of WARNING records.
         logger.warning(
-            "POST %s failed after %d attempt(s): %s (status %s, type %s)",
-            path, self.number, failure["error"], failure["status_code"], failure["type"],
+            "POST %s failed after %d attempt(s): status %s, type %s",
+            path, self.number, failure["status_code"], failure["type"],
         )  # fmt: skip
         return failure
 
 
 def _redact(value: _T, token: str) -> _T:
-    if isinstance(value, str):
-        return cast(_T, value.replace(token, "[redacted]"))
-    if isinstance(value, dict):
-        return cast(_T, {_redact(key, token): _redact(item, token) for key, item in value.items()})
-    if isinstance(value, list):
-        return cast(_T, [_redact(item, token) for item in value])
-    return value
+    """A copy of a JSON-like value with the token replaced in every string, dict keys included.
+
+    Iterative, not recursive: the nesting depth of `details` is the server's choice.
+    """
+    root: list[Any] = [value]
+    pending: list[tuple[Any, Any]] = [(root, 0)]
+    while pending:
+        container, key = pending.pop()
+        item = container[key]
+        if isinstance(item, str):
+            container[key] = item.replace(token, "[redacted]")
+        elif isinstance(item, dict):
+            copy = {_redact_key(name, token): inner for name, inner in item.items()}
+            container[key] = copy
+            pending.extend((copy, name) for name in copy)
+        elif isinstance(item, list):
+            container[key] = items = list(item)
+            pending.extend((items, index) for index in range(len(items)))
+    return cast(_T, root[0])
+
+
+def _redact_key(name: object, token: str) -> object:
+    return name.replace(token, "[redacted]") if isinstance(name, str) else name

@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
@@ -28,6 +28,8 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
 # Header values must be visible ASCII; the spec caps the key at 255 characters.
+# The characters RFC 3986 allows in a URI, "%" only as an escape.
+_URI = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 ApiResponse: TypeAlias = Response[ErrorResponse | TrackResponse]
@@ -187,11 +189,11 @@ class _Fields:
         if isinstance(url, str) and name not in self.problems:
             try:
                 parts = urlsplit(url)
-                valid = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in url
+                valid = parts.scheme in ("http", "https") and bool(parts.hostname) and bool(_URI.fullmatch(url))
             except ValueError:
                 valid = False
             if not valid:
-                return self._bad(name, "must be an http(s) URL", UNSET)
+                return self._bad(name, "must be an http(s) URL (with non-ASCII characters percent-encoded)", UNSET)
         return url
 
     def timestamp(self, name: str, value: object) -> datetime | Unset:
@@ -200,13 +202,19 @@ class _Fields:
         if not isinstance(value, datetime):
             return self._bad(name, f"must be a datetime, got {type(value).__name__}", UNSET)
         try:
-            aware = value.utcoffset() is not None
+            offset = value.utcoffset()
         except (TypeError, ValueError):  # a tzinfo whose utcoffset() is broken
-            aware = False
-        if not aware:
+            offset = None
+        if offset is None:
             return self._bad(
                 name, "must be timezone-aware, e.g. datetime.now(timezone.utc): a naive one is ambiguous", UNSET
             )
+        if offset.seconds % 60 or offset.microseconds:
+            # RFC 3339 offsets are whole minutes; historic local mean times (+00:19:32) are sent as UTC instead.
+            try:
+                return value.astimezone(timezone.utc)
+            except OverflowError:
+                return self._bad(name, "is out of range once converted to UTC", UNSET)
         return value
 
     def mode(self, value: object, click_id: object) -> Literal["deferred"] | Unset:

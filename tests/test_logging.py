@@ -1,0 +1,223 @@
+"""What the SDK logs on the "cms_python" logger: one DEBUG line per attempt, one WARNING when a call gives up,
+never the token, and no request values above DEBUG."""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+
+import pytest
+
+from cms_python import _retry
+
+from .conftest import TOKEN
+from .servers import SUCCESS, Reply
+
+LOGGER = "cms_python"
+EMAIL = "jane.private@example.com"
+NAME = "Jane Private-Person"
+CUSTOMER = "customer-7f3e2"
+CLICK = "click-91ab7"
+LEAD = {
+    "click_id": CLICK,
+    "event_name": "signup_started",
+    "customer_external_id": CUSTOMER,
+    "customer_name": NAME,
+    "customer_email": EMAIL,
+}
+SALE = {**LEAD, "event_name": "purchase_completed", "invoice_id": "inv-secret-55", "amount": 4999, "currency": "USD"}
+BODY_VALUES = [EMAIL, NAME, CUSTOMER, CLICK, "inv-secret-55"]
+# "POST /track/lead -> 503 (attempt 2, 1.3 ms)"
+ATTEMPT = re.compile(
+    r"POST (?P<path>/track/\w+) -> (?P<outcome>\d{3}|[A-Za-z]+) \(attempt (?P<n>\d+), (?P<ms>\d+\.\d) ms\)"
+)
+
+
+@pytest.fixture(autouse=True)
+def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_retry, "INITIAL_DELAY", 0.01)
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    return caplog
+
+
+def sdk_records(caplog: pytest.LogCaptureFixture, level: int | None = None) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name.startswith(LOGGER) and (level is None or r.levelno == level)]
+
+
+def attempts(caplog: pytest.LogCaptureFixture) -> list[dict[str, str]]:
+    """The DEBUG attempt lines, parsed; fails on a DEBUG line of another shape."""
+    parsed = []
+    for record in sdk_records(caplog, logging.DEBUG):
+        match = ATTEMPT.fullmatch(record.getMessage())
+        assert match, record.getMessage()
+        parsed.append(match.groupdict())
+    return parsed
+
+
+def assert_no_leaks(caplog: pytest.LogCaptureFixture) -> None:
+    for record in caplog.records:
+        text = record.getMessage() + repr(record.args) + (record.exc_text or "")
+        assert TOKEN not in text, record.getMessage()
+        if record.levelno > logging.DEBUG and record.name.startswith(LOGGER):
+            for value in BODY_VALUES:
+                assert value not in text, (value, record.getMessage())
+
+
+# --- one DEBUG record per attempt -------------------------------------------------------------------------------------
+
+
+def test_success_logs_one_debug_line_and_no_warning(client, server, logs):
+    assert client.track_lead(**LEAD) == SUCCESS
+    (line,) = attempts(logs)
+    assert line["path"] == "/track/lead"
+    assert line["outcome"] == "200"
+    assert line["n"] == "1"
+    assert float(line["ms"]) >= 0
+    assert sdk_records(logs, logging.WARNING) == []
+    assert all(r.levelno == logging.DEBUG for r in sdk_records(logs))
+    assert_no_leaks(logs)
+
+
+def test_sale_attempts_name_the_sale_path(client, server, logs):
+    server.queue(Reply(status=502, body=b""))
+    assert client.track_sale(**SALE) == SUCCESS
+    assert [(a["path"], a["outcome"], a["n"]) for a in attempts(logs)] == [
+        ("/track/sale", "502", "1"),
+        ("/track/sale", "200", "2"),
+    ]
+    assert sdk_records(logs, logging.WARNING) == []
+    assert_no_leaks(logs)
+
+
+def test_retries_log_each_attempt_with_status_or_exception_name(face, server, logs):
+    client = face.client(host=server.url, timeout=0.2, max_retries=3)
+    server.queue(Reply(status=503, body=b""), Reply(action="drop"), Reply(delay=0.3))
+    assert client.track_lead(**LEAD) == SUCCESS
+    assert [(a["outcome"], a["n"]) for a in attempts(logs)] == [
+        ("503", "1"),
+        ("RemoteProtocolError", "2"),
+        ("ReadTimeout", "3"),
+        ("200", "4"),
+    ]
+    # The timed-out attempt took about the 0.2 s timeout.
+    assert 150 <= float(attempts(logs)[2]["ms"]) < 2000
+    assert sdk_records(logs, logging.WARNING) == []
+    assert_no_leaks(logs)
+
+
+def test_refused_connection_logs_the_exception_name(face, logs):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = face.client(host=f"http://127.0.0.1:{port}", max_retries=1)
+    assert client.track_lead(**LEAD)["type"] == "network_error"
+    assert [(a["outcome"], a["n"]) for a in attempts(logs)] == [("ConnectError", "1"), ("ConnectError", "2")]
+    assert len(sdk_records(logs, logging.WARNING)) == 1
+    assert_no_leaks(logs)
+
+
+# --- one WARNING when a call gives up ---------------------------------------------------------------------------------
+
+
+def test_giving_up_after_retries_logs_one_warning(client, server, logs):
+    server.default = Reply(status=503, body={"success": False, "error": "Service down", "type": "unavailable"})
+    result = client.track_lead(**LEAD)
+    assert result["status_code"] == 503
+    assert [a["n"] for a in attempts(logs)] == ["1", "2", "3"]
+    (warning,) = sdk_records(logs, logging.WARNING)
+    message = warning.getMessage()
+    assert "/track/lead" in message
+    assert "3 attempt" in message
+    assert "503" in message
+    assert "unavailable" in message
+    assert [r.levelno for r in sdk_records(logs)] == [logging.DEBUG] * 3 + [logging.WARNING]
+    assert_no_leaks(logs)
+
+
+def test_non_retryable_failure_logs_one_warning(client, server, logs):
+    server.queue(Reply(status=422, body={"success": False, "error": "Validation failed", "type": "validation"}))
+    assert client.track_sale(**SALE)["status_code"] == 422
+    assert len(attempts(logs)) == 1
+    (warning,) = sdk_records(logs, logging.WARNING)
+    assert "1 attempt" in warning.getMessage()
+    assert "422" in warning.getMessage()
+    assert_no_leaks(logs)
+
+
+def test_timeouts_to_the_end_log_one_warning(face, server, logs):
+    client = face.client(host=server.url, timeout=0.2, max_retries=1)
+    server.default = Reply(delay=0.3)
+    assert client.track_lead(**LEAD)["type"] == "timeout"
+    assert [a["outcome"] for a in attempts(logs)] == ["ReadTimeout", "ReadTimeout"]
+    (warning,) = sdk_records(logs, logging.WARNING)
+    assert "timeout" in warning.getMessage()
+    assert_no_leaks(logs)
+
+
+def test_retry_after_too_long_logs_one_warning(client, server, logs):
+    server.queue(Reply(status=429, body=b"", headers={"Retry-After": "3600"}))
+    assert client.track_lead(**LEAD)["status_code"] == 429
+    assert len(attempts(logs)) == 1
+    assert len(sdk_records(logs, logging.WARNING)) == 1
+
+
+def test_validation_error_sends_and_logs_nothing_above_debug(client, server, logs):
+    result = client.track_lead(**{**LEAD, "customer_email": "not-an-email " + EMAIL})
+    assert result["type"] == "validation_error"
+    assert server.requests == []
+    assert [r for r in sdk_records(logs) if r.levelno > logging.DEBUG] == []
+    assert_no_leaks(logs)
+
+
+# --- secrets and personal data ---------------------------------------------------------------------------------------
+
+
+def test_token_echoed_by_the_server_is_not_logged(client, server, caplog):
+    # Every logger at DEBUG (httpx and httpcore too), and a server that echoes the Authorization header.
+    caplog.set_level(logging.DEBUG)
+    echo = {"success": False, "error": f"invalid credentials: Bearer {TOKEN}", "type": f"auth:{TOKEN}"}
+    server.default = Reply(status=503, body=echo)
+    result = client.track_lead(**LEAD)
+    assert result["status_code"] == 503
+    assert len(sdk_records(caplog, logging.WARNING)) == 1
+    assert_no_leaks(caplog)
+
+
+def test_nothing_logged_contains_the_token_on_any_path(face, server, caplog):
+    caplog.set_level(logging.DEBUG)
+    client = face.client(host=server.url, timeout=0.2)
+    server.queue(
+        Reply(status=500, body=b""),
+        Reply(action="drop"),
+        Reply(),
+        Reply(status=401, body={"error": "bad token"}),
+        Reply(status=200, body=b"<html>ok</html>"),
+        Reply(status=302, body=b"", headers={"Location": "https://elsewhere.example/"}),
+        Reply(action="truncate"),
+        Reply(action="truncate"),
+        Reply(action="truncate"),
+    )
+    for _ in range(5):
+        client.track_lead(**LEAD)
+    client.track_sale(**SALE)
+    assert len(server.requests) == 10  # 3 + 1 + 1 + 1 + 3 lead attempts, 1 sale
+    assert len(sdk_records(caplog, logging.WARNING)) == 4
+    assert_no_leaks(caplog)
+
+
+def test_request_values_echoed_by_the_server_stay_out_of_warnings(client, server, logs):
+    server.default = Reply(status=409, body={"success": False, "error": f"customer {EMAIL} already exists"})
+    assert client.track_lead(**LEAD)["status_code"] == 409
+    assert len(sdk_records(logs, logging.WARNING)) == 1
+    assert_no_leaks(logs)
+
+
+def test_logger_has_a_null_handler_and_propagates():
+    logger = logging.getLogger(LOGGER)
+    assert any(isinstance(h, logging.NullHandler) for h in logger.handlers)
+    assert logger.propagate
