@@ -14,7 +14,7 @@ from . import _requests
 from ._attempts import Attempts
 from ._base import ClientBase, operation
 from ._requests import ApiResponse, TrackRequest
-from ._transports import ThroughClient
+from ._transports import OwnClient, ThroughClient
 from ._types import TrackError, TrackResult
 
 _P = ParamSpec("_P")
@@ -46,7 +46,7 @@ class CMSClient(ClientBase[httpx.Client]):
 
     def _connect(self, settings: dict[str, Any], http_client: httpx.Client | None) -> Client:
         transport = ThroughClient(http_client) if http_client is not None else None
-        return Client(base_url=self.host).set_httpx_client(httpx.Client(**settings, transport=transport))
+        return Client(base_url=self.host).set_httpx_client(OwnClient(**settings, transport=transport))
 
     track_lead = _method(_requests.track_lead)
     track_sale = _method(_requests.track_sale)
