@@ -1,0 +1,565 @@
+"""Benchmark the SDK against raw httpx (and, optionally, the published 1.0.0 client) on a loopback server.
+
+Usage:
+    python scripts/bench.py                       # full run, about a minute
+    python scripts/bench.py --quick               # smoke check, a few seconds (CI)
+    python scripts/bench.py --published           # also the PyPI cms-python-client==1.0.0, in its own venv
+    python scripts/bench.py --json bench.json     # also write the medians, ratios and goals as JSON
+    python scripts/bench.py --rounds 11           # more rounds (each contender's median is over the rounds)
+
+A canned-response HTTP/1.1 server (keep-alive, Content-Length) runs in a subprocess on 127.0.0.1; paths under
+`/published` get the 1.0.0 client's 200 shape `{"status": true, "data": "..."}`, all others the SDK's.
+Each round runs every contender once, in alternating order, so drift (CPU frequency, other load) hits all alike:
+
+- sync:   `CMSClient.track_lead` vs `httpx.Client.post(url, json=<same body>, headers=<same headers>)`, µs/call
+- async:  `AsyncCMSClient.track_lead` vs `httpx.AsyncClient.post`, 1,000 leads by 32 workers, events/s
+- import: `python -X importtime -c "import cms_python"` / `"import httpx"`, the module's cumulative ms (the goal);
+  also `python -c "import X"` wall time minus an empty interpreter's (start-up as a CLI feels it, teardown too)
+- published (`--published`): the 1.0.0 client's sequential `track_lead` events/s, driven in a subprocess
+  of a throwaway virtualenv (it is also called `cms_python`, so it never enters this process)
+
+Exit status: 0 when every goal passes (always, with --quick, unless the bench itself breaks), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import venv
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import cms_python
+from cms_python import AsyncCMSClient, CMSClient
+from cms_python._base import USER_AGENT  # the exact User-Agent the SDK sends, for the raw contenders
+
+TOKEN = "bench-token-0123456789"  # the canned server accepts anything
+# What the SDK puts on the wire for its track_lead(...) calls here, for the raw httpx contenders.
+LEAD_BODY = {"eventName": "signup_started", "customerExternalId": "user_42", "clickId": "id_123"}
+SDK_REPLY = {"success": True, "message": "Event tracked successfully", "data": {"id": "x"}}
+PUBLISHED_REPLY = {"status": True, "data": "x"}
+PUBLISHED_PACKAGE = "cms-python-client==1.0.0"
+CONCURRENCY = 32
+# Without sniffio (anyio >= 4.11 no longer pulls it in) httpcore re-attempts `import sniffio`, a sys.path scan,
+# for every async lock and semaphore it sets up: ~30% of async throughput. Both async contenders pay it alike.
+HAS_SNIFFIO = importlib.util.find_spec("sniffio") is not None
+
+# ---------------------------------------------------------------------------------------------------------------
+# The canned server (run as `bench.py --serve`): prints its port, answers until its stdin closes.
+
+
+def _http_reply(body: dict[str, Any]) -> bytes:
+    payload = json.dumps(body).encode()
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    return head.encode() + payload
+
+
+class _CannedProtocol(asyncio.Protocol):
+    """Parses HTTP/1.1 requests off a keep-alive connection (pipelining too) and answers each at once."""
+
+    sdk_reply = _http_reply(SDK_REPLY)
+    published_reply = _http_reply(PUBLISHED_REPLY)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._buffer += data
+        while (end := self._buffer.find(b"\r\n\r\n")) >= 0:
+            head = self._buffer[:end].lower()
+            length = 0
+            if (start := head.find(b"\r\ncontent-length:")) >= 0:
+                stop = head.find(b"\r\n", start + 2)
+                length = int(head[start + 17 : stop if stop >= 0 else len(head)])
+            total = end + 4 + length
+            if len(self._buffer) < total:
+                return
+            path = head.split(b" ", 2)[1]
+            self._buffer = self._buffer[total:]
+            self._transport.write(self.published_reply if path.startswith(b"/published") else self.sdk_reply)
+            if b"\r\nconnection: close" in head:
+                self._transport.close()
+                return
+
+
+def serve() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_CannedProtocol, "127.0.0.1", 0, backlog=256)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        stdin_closed = loop.create_future()
+
+        def wait_for_eof() -> None:
+            sys.stdin.read()
+            loop.call_soon_threadsafe(stdin_closed.set_result, None)
+
+        threading.Thread(target=wait_for_eof, daemon=True).start()
+        await stdin_closed
+        server.close()
+
+    asyncio.run(main())
+
+
+@contextmanager
+def canned_server() -> Iterator[str]:
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.strip().isdigit():
+            raise RuntimeError(f"the canned server did not start (exit status {process.poll()})")
+        port = int(line)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Contenders. Each "run" does a batch and returns its figure for the round.
+
+
+def _raw_headers() -> dict[str, str]:
+    # One fixed Idempotency-Key: making a fresh uuid4 per call is part of the SDK's work, not the baseline's.
+    return {
+        "Authorization": f"Bearer {TOKEN}",
+        "User-Agent": USER_AGENT,
+        "Idempotency-Key": str(uuid.uuid4()),
+        "Content-Type": "application/json",
+    }
+
+
+def _check_sdk_result(result: Any) -> None:
+    if not (isinstance(result, dict) and result.get("success") and result.get("data") == SDK_REPLY["data"]):
+        raise RuntimeError(f"the SDK did not get the canned success: {result!r}")
+
+
+class SyncContenders:
+    def __init__(self, host: str, calls: int) -> None:
+        self.calls = calls
+        self.url = f"{host}/track/lead"
+        self.headers = _raw_headers()
+        self.raw = httpx.Client(timeout=10.0)
+        self.sdk = CMSClient(token=TOKEN, host=host)
+        self.cpu: dict[str, list[float]] = {}
+        for _ in range(20):  # warm up: connections, caches, lazy imports
+            self.raw.post(self.url, json=LEAD_BODY, headers=self.headers).raise_for_status()
+            _check_sdk_result(
+                self.sdk.track_lead(click_id="id_123", event_name="signup_started", customer_external_id="user_42")
+            )
+
+    def _us_per_call(self, name: str, call: Callable[[], object]) -> float:
+        """Wall µs per call; this process's CPU µs per call (the server's excluded) go to `self.cpu[name]`."""
+        cpu = time.process_time()
+        start = time.perf_counter()
+        for _ in range(self.calls):
+            call()
+        wall = time.perf_counter() - start
+        self.cpu.setdefault(name, []).append((time.process_time() - cpu) / self.calls * 1e6)
+        return wall / self.calls * 1e6
+
+    def raw_us_per_call(self) -> float:
+        post, url, headers = self.raw.post, self.url, self.headers
+        return self._us_per_call("raw", lambda: post(url, json=LEAD_BODY, headers=headers))
+
+    def sdk_us_per_call(self) -> float:
+        track_lead = self.sdk.track_lead
+        return self._us_per_call(
+            "sdk", lambda: track_lead(click_id="id_123", event_name="signup_started", customer_external_id="user_42")
+        )
+
+    def close(self) -> None:
+        self.raw.close()
+        self.sdk.close()
+
+
+class AsyncContenders:
+    def __init__(self, host: str, leads: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.leads = leads
+        self.url = f"{host}/track/lead"
+        self.headers = _raw_headers()
+        self.host = host
+        self.raw, self.sdk = self.loop.run_until_complete(self._open())
+
+    async def _open(self) -> tuple[httpx.AsyncClient, AsyncCMSClient]:
+        # Default pool limits for both, as a user gets them.
+        raw = httpx.AsyncClient(timeout=10.0)
+        sdk = AsyncCMSClient(token=TOKEN, host=self.host)
+        await self._workers(lambda: raw.post(self.url, json=LEAD_BODY, headers=self.headers), 4 * CONCURRENCY)
+        results = await asyncio.gather(
+            *(
+                sdk.track_lead(click_id="id_123", event_name="signup_started", customer_external_id="user_42")
+                for _ in range(4 * CONCURRENCY)
+            )
+        )
+        for result in results:
+            _check_sdk_result(result)
+        return raw, sdk
+
+    @staticmethod
+    async def _workers(call: Callable[[], Any], total: int) -> None:
+        remaining = total
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                await call()
+
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+
+    def _events_per_second(self, call: Callable[[], Any]) -> float:
+        start = time.perf_counter()
+        self.loop.run_until_complete(self._workers(call, self.leads))
+        return self.leads / (time.perf_counter() - start)
+
+    def raw_events_per_second(self) -> float:
+        raw, url, headers = self.raw, self.url, self.headers
+        return self._events_per_second(lambda: raw.post(url, json=LEAD_BODY, headers=headers))
+
+    def sdk_events_per_second(self) -> float:
+        sdk = self.sdk
+        return self._events_per_second(
+            lambda: sdk.track_lead(click_id="id_123", event_name="signup_started", customer_external_id="user_42")
+        )
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.raw.aclose())
+        self.loop.run_until_complete(self.sdk.aclose())
+        self.loop.close()
+
+
+class ImportTimes:
+    """Fresh interpreters importing a module: wall time, and the module's cumulative `-X importtime`.
+
+    Every module is imported from cached bytecode, as after a `pip install` (which compiles it): the .pyc files
+    go to a private `PYTHONPYCACHEPREFIX`, written by a warm-up run, even when PYTHONDONTWRITEBYTECODE is set
+    (an editable install would otherwise compile `src/` and `generated/` from source on every run).
+    """
+
+    modules = ("httpx", "cms_python")
+
+    def __init__(self, samples: int, directory: Path) -> None:
+        self.samples = samples
+        self.environment = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+        self.environment["PYTHONPYCACHEPREFIX"] = str(directory / "pycache")
+        for module in self.modules:  # write the .pyc files, warm the disk cache
+            self._importtime(module)
+
+    def _wall(self, statement: str) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", statement], check=True, env=self.environment)
+        return (time.perf_counter() - start) * 1000
+
+    def _importtime(self, module: str) -> float:
+        """The module's own line of `-X importtime` (its cumulative µs, all it imported included), in ms."""
+        run = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+            check=True,
+            env=self.environment,
+            capture_output=True,
+            text=True,
+        )
+        for line in run.stderr.splitlines():
+            _, cumulative, name = line.split("|")
+            if name.rstrip() == f" {module}":
+                return int(cumulative) / 1000
+        raise RuntimeError(f"no -X importtime line for {module}")
+
+    def sample(self) -> dict[str, list[float]]:
+        """`samples` rounds of: an empty interpreter's wall time, then each module's wall time and importtime."""
+        times: dict[str, list[float]] = {"empty": []}
+        for _ in range(self.samples):
+            times["empty"].append(self._wall("pass"))
+            for module in self.modules:
+                times.setdefault(f"{module}_wall", []).append(self._wall(f"import {module}"))
+                times.setdefault(f"{module}_importtime", []).append(self._importtime(module))
+        return times
+
+
+_DRIVER = """
+import sys, time
+from cms_python import CMSClient
+
+client = CMSClient(token=sys.argv[2], host=sys.argv[1])
+lead = dict(click_id="id_123", event_name="signup_started", customer_external_id="user_42")
+result = client.track_lead(**lead)
+if result != {"status": True, "data": "x"}:
+    raise SystemExit(f"unexpected result: {result!r}")
+for _ in range(20):
+    client.track_lead(**lead)
+print("ready", flush=True)
+for line in sys.stdin:
+    calls = int(line)
+    start = time.perf_counter()
+    for _ in range(calls):
+        client.track_lead(**lead)
+    print(calls / (time.perf_counter() - start), flush=True)
+"""
+
+
+class Published:
+    """The 1.0.0 client in a throwaway venv, driven by a subprocess that runs a batch per line on its stdin."""
+
+    def __init__(self, host: str, calls: int, directory: Path) -> None:
+        self.calls = calls
+        env_dir = directory / "venv"
+        print(f"Installing {PUBLISHED_PACKAGE} into a throwaway venv ...", file=sys.stderr, flush=True)
+        venv.EnvBuilder(with_pip=True).create(env_dir)
+        python = env_dir / "bin" / "python"
+        install = subprocess.run(
+            [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", PUBLISHED_PACKAGE],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if install.returncode != 0:
+            raise RuntimeError(f"pip could not install {PUBLISHED_PACKAGE}:\n{install.stdout}{install.stderr}")
+        driver = directory / "driver.py"
+        driver.write_text(_DRIVER)
+        # A clean environment for it: not this venv's packages, and its own `cms_python`.
+        environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        self.process = subprocess.Popen(
+            [python, "-I", driver, f"{host}/published", TOKEN],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=environment,
+            cwd=directory,
+        )
+        if self._read() != "ready":
+            raise RuntimeError("the published client's driver did not start")
+
+    def _read(self) -> str:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        if not line:
+            raise RuntimeError(f"the published client's driver stopped (exit status {self.process.wait()})")
+        return line
+
+    def events_per_second(self) -> float:
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{self.calls}\n")
+        self.process.stdin.flush()
+        return float(self._read())
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running, reporting.
+
+
+@dataclass
+class Settings:
+    rounds: int
+    sync_calls: int
+    async_leads: int
+    import_samples: int
+    published_calls: int
+    published: bool
+
+
+@dataclass
+class Measure:
+    label: str
+    unit: str
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+
+@dataclass
+class Goal:
+    name: str
+    value: float
+    limit: float
+    unit: str
+    higher_is_better: bool
+
+    @property
+    def passed(self) -> bool:
+        return self.value >= self.limit if self.higher_is_better else self.value <= self.limit
+
+
+def run(settings: Settings) -> tuple[dict[str, Measure], list[Goal]]:
+    measures = {
+        "sync_raw": Measure("httpx.Client.post", "µs/call"),
+        "sync_sdk": Measure("CMSClient.track_lead", "µs/call"),
+        "sync_raw_cpu": Measure("httpx.Client.post, client CPU", "µs/call"),
+        "sync_sdk_cpu": Measure("CMSClient.track_lead, client CPU", "µs/call"),
+        "async_raw": Measure(f"httpx.AsyncClient.post x{CONCURRENCY}", "events/s"),
+        "async_sdk": Measure(f"AsyncCMSClient.track_lead x{CONCURRENCY}", "events/s"),
+        "import_httpx": Measure("import httpx (-X importtime)", "ms"),
+        "import_cms_python": Measure("import cms_python (-X importtime)", "ms"),
+        "wall_empty": Measure("python -c pass (wall)", "ms"),
+        "wall_httpx": Measure("python -c 'import httpx' minus empty (wall)", "ms"),
+        "wall_cms_python": Measure("python -c 'import cms_python' minus empty (wall)", "ms"),
+    }
+    if settings.published:
+        measures["published"] = Measure(f"{PUBLISHED_PACKAGE} sequential", "events/s")
+    imports: dict[str, list[float]] = {}
+
+    with ExitStack() as stack:
+        host = stack.enter_context(canned_server())
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cms-bench-")))
+        published = None
+        if settings.published:
+            published = Published(host, settings.published_calls, directory)
+            stack.callback(published.close)
+        sync = SyncContenders(host, settings.sync_calls)
+        stack.callback(sync.close)
+        concurrent = AsyncContenders(host, settings.async_leads)
+        stack.callback(concurrent.close)
+        importer = ImportTimes(settings.import_samples, directory)
+        for number in range(settings.rounds):
+            print(f"round {number + 1}/{settings.rounds}", file=sys.stderr, flush=True)
+            # Alternate who goes first, so neither always runs on a warmer (or more throttled) machine.
+            pairs = [
+                (("sync_raw", sync.raw_us_per_call), ("sync_sdk", sync.sdk_us_per_call)),
+                (("async_raw", concurrent.raw_events_per_second), ("async_sdk", concurrent.sdk_events_per_second)),
+            ]
+            for pair in pairs:
+                for name, measure in pair if number % 2 == 0 else reversed(pair):
+                    measures[name].samples.append(measure())
+            if published is not None:
+                measures["published"].samples.append(published.events_per_second())
+            for name, times in importer.sample().items():
+                imports.setdefault(name, []).extend(times)
+
+    measures["sync_raw_cpu"].samples = sync.cpu["raw"]
+    measures["sync_sdk_cpu"].samples = sync.cpu["sdk"]
+    empty = statistics.median(imports["empty"])
+    measures["import_httpx"].samples = imports["httpx_importtime"]
+    measures["import_cms_python"].samples = imports["cms_python_importtime"]
+    measures["wall_empty"].samples = imports["empty"]
+    measures["wall_httpx"].samples = [value - empty for value in imports["httpx_wall"]]
+    measures["wall_cms_python"].samples = [value - empty for value in imports["cms_python_wall"]]
+
+    def median(name: str) -> float:
+        return measures[name].median
+
+    goals = [
+        Goal("CMSClient per call / raw httpx", median("sync_sdk") / median("sync_raw"), 1.10, "x", False),
+        Goal(
+            "import cms_python - import httpx (importtime)",
+            median("import_cms_python") - median("import_httpx"),
+            25.0,
+            "ms",
+            False,
+        ),
+        Goal("AsyncCMSClient / raw httpx.AsyncClient", median("async_sdk") / median("async_raw"), 0.9, "x", True),
+    ]
+    if settings.published:
+        goals.append(
+            Goal("AsyncCMSClient / published sequential", median("async_sdk") / median("published"), 3.0, "x", True)
+        )
+    return measures, goals
+
+
+def report(measures: dict[str, Measure], goals: list[Goal], settings: Settings) -> str:
+    lines = [
+        f"cms_python {cms_python.__version__}, httpx {httpx.__version__}, Python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} CPUs; {settings.rounds} rounds: {settings.sync_calls} sync calls, "
+        f"{settings.async_leads} async leads, {settings.import_samples} import samples each",
+        f"sniffio {'installed' if HAS_SNIFFIO else 'absent: httpcore retries a failed import per async lock (slower)'}",
+        "",
+        f"{'contender':<48} {'median':>10} {'min':>10} {'max':>10}  unit",
+    ]
+    for measure in measures.values():
+        low, high = min(measure.samples), max(measure.samples)
+        lines.append(f"{measure.label:<48} {measure.median:>10.1f} {low:>10.1f} {high:>10.1f}  {measure.unit}")
+    lines += ["", f"{'goal (from the medians)':<48} {'value':>10} {'limit':>12}  result"]
+    for goal in goals:
+        sign = ">=" if goal.higher_is_better else "<="
+        value = f"{goal.value:.2f} {goal.unit}"
+        limit = f"{sign} {goal.limit:.2f} {goal.unit}"
+        lines.append(f"{goal.name:<48} {value:>10} {limit:>12}  {'PASS' if goal.passed else 'FAIL'}")
+    return "\n".join(lines)
+
+
+def as_json(measures: dict[str, Measure], goals: list[Goal], settings: Settings) -> dict[str, Any]:
+    return {
+        "versions": {"cms_python": cms_python.__version__, "httpx": httpx.__version__, "python": sys.version},
+        "sniffio_installed": HAS_SNIFFIO,
+        "settings": vars(settings),
+        "results": {
+            name: {"label": m.label, "unit": m.unit, "median": m.median, "samples": m.samples}
+            for name, m in measures.items()
+        },
+        "goals": [
+            {
+                "name": goal.name,
+                "value": goal.value,
+                "limit": goal.limit,
+                "unit": goal.unit,
+                "higher_is_better": goal.higher_is_better,
+                "pass": goal.passed,
+            }
+            for goal in goals
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a tiny run: a smoke check, not a measurement")
+    parser.add_argument("--published", action="store_true", help=f"also measure {PUBLISHED_PACKAGE} (needs PyPI)")
+    parser.add_argument("--json", metavar="PATH", type=Path, help="write the results as JSON to PATH")
+    parser.add_argument("--rounds", type=int, help="rounds (default 7, or 2 with --quick)")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve()
+        return 0
+    if args.quick:
+        settings = Settings(2, 100, 200, 1, 50, args.published)
+    else:
+        settings = Settings(7, 1000, 1000, 2, 300, args.published)
+    if args.rounds is not None:
+        settings.rounds = max(1, args.rounds)
+
+    measures, goals = run(settings)
+    print(report(measures, goals, settings))
+    if args.json is not None:
+        args.json.write_text(json.dumps(as_json(measures, goals, settings), indent=2) + "\n")
+    # --quick is a smoke check of the bench itself: its figures are too rough to fail a build on.
+    return 0 if args.quick or all(goal.passed for goal in goals) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
