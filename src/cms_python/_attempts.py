@@ -58,19 +58,22 @@ class Attempts:
             requested_wait = _retry.retry_after(outcome.headers) if retryable else None
             logger.debug("POST %s -> %d (attempt %d, %.1f ms)", path, outcome.status_code, self.number, elapsed_ms)
         if result["success"]:
-            return result
+            return self._without_token(result)
         if retryable and self.number <= self._max_retries:
             wait = _retry.backoff(self.number - 1) if requested_wait is None else requested_wait
             if wait <= _retry.MAX_RETRY_AFTER:
                 return wait
-        # A server or proxy may echo the Authorization header back: never hand the token on.
-        failure = _redact(result, self._token) if len(self._token) >= _REDACTABLE_LENGTH else result
+        failure = self._without_token(result)
         # The server's message can echo request values (an email): those stay out of WARNING records.
         logger.warning(
             "POST %s failed after %d attempt(s): status %s, type %s",
             path, self.number, failure["status_code"], failure["type"],
         )  # fmt: skip
         return failure
+
+    def _without_token(self, result: _T) -> _T:
+        """A server or proxy may echo the Authorization header back: never hand the token on."""
+        return _redact(result, self._token) if len(self._token) >= _REDACTABLE_LENGTH else result
 
 
 def _redact(value: _T, token: str) -> _T:

@@ -10,9 +10,8 @@ import re
 import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from functools import cache, update_wrapper
+from functools import cache
 from typing import Any, Generic, TypeVar
-from urllib.parse import urlsplit
 
 import httpx
 from cms_api_client import Client
@@ -26,8 +25,9 @@ DEFAULT_HOST = "https://api.cme.sh"
 TOKEN_VARIABLE = "CMS_BEARER_TOKEN"  # noqa: S105 - a variable name, not a secret
 HOST_VARIABLE = "CMS_HOST"
 USER_AGENT = f"cms-python-client/{__version__} (Python {platform.python_version()}; httpx {httpx.__version__})"
-# A header value: visible ASCII and spaces, nothing that could end the header line.
-_TOKEN = re.compile(r"[\x20-\x7e]+")
+# A header value: visible ASCII, inner spaces, nothing that could end the header line.
+_TOKEN = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 _HttpClient = TypeVar("_HttpClient", httpx.Client, httpx.AsyncClient)
@@ -61,6 +61,8 @@ class ClientBase(ABC, Generic[_HttpClient]):
             "timeout": timeout,
             "follow_redirects": False,
             "verify": _tls_context(),
+            # HTTP_PROXY & co. would carry a plain-http (loopback) request, token included, across the network.
+            "trust_env": not self.host.startswith("http://"),
         }
         self._api = self._connect(settings, http_client)
 
@@ -80,7 +82,8 @@ def operation(check: Callable[..., TrackRequest | TrackError], method: _Method) 
 
     Each keyword argument list is written once, in `_requests`, for both faces; `help()` and IDEs show it.
     """
-    update_wrapper(method, check)
+    # The name and docstring only: the annotations, module and globals stay the method's own.
+    method.__name__, method.__doc__ = check.__name__, check.__doc__
     signature = inspect.signature(check)
     self = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
     method.__signature__ = signature.replace(  # type: ignore[attr-defined]
@@ -104,22 +107,23 @@ def _resolve_token(token: str | None) -> str:
     if not isinstance(token, str) or not token.strip():
         raise ValueError("The API token must be a non-empty str")
     if not _TOKEN.fullmatch(token):
-        raise ValueError("The API token contains a line break or another character not allowed in an HTTP header")
+        raise ValueError(
+            "The API token has surrounding whitespace, a line break or another character not allowed in an HTTP header"
+        )
     return token
 
 
 def _resolve_host(host: str | None) -> str:
     host = host or os.environ.get(HOST_VARIABLE) or DEFAULT_HOST
-    if not isinstance(host, str):
-        raise ValueError("host must be a str such as 'https://api.cme.sh'")
     try:
-        parts = urlsplit(host)
-        hostname = parts.hostname
-    except ValueError:
-        hostname = None
-    if hostname is None or parts.scheme not in ("http", "https") or _TOKEN.fullmatch(host) is None or " " in host:
+        url = httpx.URL(host)
+        # What the socket layer will do with the name: it refuses empty and over-long labels.
+        url.host.encode("idna")
+    except (TypeError, httpx.InvalidURL, UnicodeError):
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host or not _VISIBLE_ASCII.fullmatch(host):
         raise ValueError(f"host must be an http(s) URL such as 'https://api.cme.sh', got {host!r}")
-    if parts.scheme == "http" and not _is_loopback(hostname):
+    if url.scheme == "http" and not _is_loopback(url.host):
         raise ValueError(
             f"host {host!r} uses plain http: the token would cross the network unencrypted. "
             "Use https (plain http is allowed only for localhost / 127.0.0.0/8 / ::1)."

@@ -128,7 +128,9 @@ examples:
 """,
         _sandbox,
     )
-    sandbox.add_argument("--port", type=int, default=8787, help="port to listen on; 0 picks a free one (default 8787)")
+    sandbox.add_argument(
+        "--port", type=_port, default=8787, help="port to listen on; 0 picks a free one (default 8787)"
+    )
     sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sandbox.add_argument("--token", help="accept only this bearer token (default: any non-empty token)")
     sandbox.add_argument(
@@ -183,6 +185,13 @@ def _customer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help=f"API base URL (default: ${HOST_VARIABLE}, else https://api.cme.sh)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per attempt (default 10)")
     parser.add_argument("--max-retries", type=int, default=2, help="retries when safe (default 2)")
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {port}")
+    return port
 
 
 def _timestamp(text: str) -> datetime:

@@ -27,9 +27,9 @@ MAX_AMOUNT = 2**53 - 1
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
-# Header values must be visible ASCII; the spec caps the key at 255 characters.
 # The characters RFC 3986 allows in a URI, "%" only as an escape.
 _URI = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
+# Header values must be visible ASCII; the spec caps the key at 255 characters.
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 ApiResponse: TypeAlias = Response[ErrorResponse | TrackResponse]
@@ -174,7 +174,7 @@ class _Fields:
     def optional_text(self, name: str, value: object, *, allow_empty: bool = False) -> str | Unset:
         if value is None:
             return UNSET
-        if allow_empty and value == "":
+        if allow_empty and isinstance(value, str) and not value:
             return value
         return self.text(name, value)
 
@@ -220,7 +220,7 @@ class _Fields:
     def mode(self, value: object, click_id: object) -> Literal["deferred"] | Unset:
         if value is None:
             return UNSET
-        if value != "deferred" or not isinstance(value, str):
+        if not isinstance(value, str) or value != "deferred":
             return self._bad("mode", 'must be "deferred" or None', UNSET)
         if click_id is None:
             return self._bad("mode", 'mode="deferred" needs the click_id to associate with the customer', UNSET)

@@ -28,7 +28,7 @@ def backoff(retry_number: int) -> float:
 
     The jitter spreads out clients that failed together, so they do not retry together.
     """
-    delay = min(INITIAL_DELAY * 2.0**retry_number, MAX_DELAY)
+    delay = min(INITIAL_DELAY * 2.0 ** min(retry_number, 16), MAX_DELAY)  # past 16 the cap holds anyway
     return delay * (1 - 0.25 * random.random())  # noqa: S311 - jitter, not cryptography
 
 
@@ -47,7 +47,7 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
         return seconds
     try:
         moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if moment.tzinfo is None:  # HTTP-dates are GMT
         return None

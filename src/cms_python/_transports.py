@@ -66,6 +66,8 @@ class ThroughClient(httpx.BaseTransport):
     """
 
     def __init__(self, client: httpx.Client) -> None:
+        if not isinstance(client, httpx.Client):
+            raise TypeError(f"http_client must be an httpx.Client, got {type(client).__name__} (see AsyncCMSClient)")
         self._client = client
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -77,6 +79,8 @@ class ThroughAsyncClient(httpx.AsyncBaseTransport):
     """The `httpx.AsyncClient` counterpart of `ThroughClient`."""
 
     def __init__(self, client: httpx.AsyncClient) -> None:
+        if not isinstance(client, httpx.AsyncClient):
+            raise TypeError(f"http_client must be an httpx.AsyncClient, got {type(client).__name__} (see CMSClient)")
         self._client = client
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
