@@ -14,6 +14,16 @@ from .servers import LoopbackServer
 
 # A fake token that the tests look for in every output.
 TOKEN = "test-token-5f1c9a"
+#: The seed README's standard lead and sale, as keyword arguments.
+LEAD = {"click_id": "id_123", "event_name": "signup_started", "customer_external_id": "user_42"}
+SALE = {
+    "click_id": "id_123",
+    "event_name": "purchase_completed",
+    "customer_external_id": "user_42",
+    "invoice_id": "inv_987",
+    "amount": 4999,
+    "currency": "USD",
+}
 
 
 @pytest.fixture

@@ -12,10 +12,9 @@ import pytest
 
 from cms_python import DEFAULT_HOST, AsyncCMSClient, CMSClient
 
-from .conftest import TOKEN
+from .conftest import LEAD, TOKEN
 from .servers import SUCCESS, Reply
 
-LEAD = {"click_id": "id_123", "event_name": "signup_started", "customer_external_id": "user_42"}
 ENV_TOKEN = "env-token-77aa01"
 
 

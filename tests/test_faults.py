@@ -15,10 +15,9 @@ import pytest
 
 from cms_python import _retry
 
-from .conftest import TOKEN
+from .conftest import LEAD, TOKEN
 from .servers import SUCCESS, LoopbackServer, Reply
 
-LEAD = {"click_id": "id_123", "event_name": "signup_started", "customer_external_id": "user_42"}
 JSON = {"Content-Type": "application/json"}
 MB = 1024 * 1024
 

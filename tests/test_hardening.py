@@ -12,10 +12,8 @@ import pytest
 from cms_python import AsyncCMSClient, CMSClient, _retry
 from cms_python._cli import main as cms
 
-from .conftest import TOKEN
+from .conftest import LEAD, TOKEN
 from .servers import Reply
-
-LEAD = {"click_id": "id_123", "event_name": "signup_started", "customer_external_id": "user_42"}
 
 
 def test_a_retry_after_date_beyond_any_calendar_is_ignored(face, server, monkeypatch):

@@ -8,17 +8,9 @@ from typing import Any
 
 import pytest
 
+from .conftest import LEAD, SALE
 from .servers import Reply
 
-LEAD = {"click_id": "id_123", "event_name": "signup_started", "customer_external_id": "user_42"}
-SALE = {
-    "click_id": "id_123",
-    "event_name": "purchase_completed",
-    "customer_external_id": "user_42",
-    "invoice_id": "inv_987",
-    "amount": 4999,
-    "currency": "USD",
-}
 ERROR_STATUSES = [400, 401, 403, 404, 409, 422, 429, 500, 502, 503, 504]
 API_ERROR = {
     "success": False,

@@ -14,9 +14,9 @@ import pytest
 
 from cms_python import _retry
 
+from .conftest import LEAD
 from .servers import SUCCESS, Reply
 
-LEAD = {"click_id": "id_123", "event_name": "signup_started", "customer_external_id": "user_42"}
 # The values `_retry` ships with, read before any test patches them.
 SHIPPED = (_retry.INITIAL_DELAY, _retry.MAX_DELAY, _retry.MAX_RETRY_AFTER)
 

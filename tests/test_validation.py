@@ -10,15 +10,8 @@ import pytest
 
 from cms_python import AsyncCMSClient, CMSClient
 
-LEAD = {"click_id": "id_123", "event_name": "signup_started", "customer_external_id": "user_42"}
-SALE = {
-    "click_id": "id_123",
-    "event_name": "purchase_completed",
-    "customer_external_id": "user_42",
-    "invoice_id": "inv_987",
-    "amount": 4999,
-    "currency": "USD",
-}
+from .conftest import LEAD, SALE
+
 BASE = {"track_lead": LEAD, "track_sale": SALE}
 BOTH = ["track_lead", "track_sale"]
 TEXT_FIELDS = {

@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator
 
 from cms_python import __version__
 
-from .conftest import TOKEN
+from .conftest import LEAD, SALE, TOKEN
 from .servers import Recorded
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi" / "cutmeshort.yaml"
@@ -161,16 +161,6 @@ CALLS = [
         id="sale-without-click-id",
     ),
 ]
-
-LEAD = {"click_id": "id_123", "event_name": "signup_started", "customer_external_id": "user_42"}
-SALE = {
-    "click_id": "id_123",
-    "event_name": "purchase_completed",
-    "customer_external_id": "user_42",
-    "invoice_id": "inv_987",
-    "amount": 4999,
-    "currency": "USD",
-}
 
 
 @pytest.fixture(scope="module")
