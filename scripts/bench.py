@@ -1,14 +1,16 @@
 """Benchmark the SDK against raw httpx (and, optionally, the published 1.0.0 client) on a loopback server.
 
 Usage:
-    python scripts/bench.py                       # full run, about a minute
+    python scripts/bench.py                       # full run, a minute or two
     python scripts/bench.py --quick               # smoke check, a few seconds (CI)
     python scripts/bench.py --published           # also the PyPI cms-python-client==1.0.0, in its own venv
     python scripts/bench.py --json bench.json     # also write the medians, ratios and goals as JSON
     python scripts/bench.py --rounds 11           # more rounds (each contender's median is over the rounds)
 
 A canned-response HTTP/1.1 server (keep-alive, Content-Length) runs in a subprocess on 127.0.0.1; paths under
-`/published` get the 1.0.0 client's 200 shape `{"status": true, "data": "..."}`, all others the SDK's.
+`/published` get the 1.0.0 client's 200 shape `{"status": true, "data": "..."}`, all others the SDK's. Paths under
+`/latency` (e.g. `/latency/track/lead`, `/latency/published/...`) get the same replies `API_LATENCY_MS` (20 ms)
+late, the server staying concurrent (a timer per reply), as a real API's round trip would make them.
 Each round runs every contender once, in alternating order, so drift (CPU frequency, other load) hits all alike:
 
 - sync:   `CMSClient.track_lead` vs `httpx.Client.post(url, json=<same body>, headers=<same headers>)`, µs/call
@@ -17,14 +19,23 @@ Each round runs every contender once, in alternating order, so drift (CPU freque
   also `python -c "import X"` wall time minus an empty interpreter's (start-up as a CLI feels it, teardown too)
 - published (`--published`): the 1.0.0 client's sequential `track_lead` events/s, driven in a subprocess
   of a throwaway virtualenv (it is also called `cms_python`, so it never enters this process)
+- API latency scenario (every reply 20 ms late): `AsyncCMSClient.track_lead` and `httpx.AsyncClient.post`,
+  320 leads by 32 workers, events/s, and (`--published`) the 1.0.0 client's sequential events/s, 50 calls.
+  On loopback with no latency the async figures are bound by httpx/httpcore CPU per request, so concurrency
+  cannot beat a lean sequential client there; against a real API each request mostly waits on the network,
+  which is what concurrency overlaps. Both scenarios are reported, each with its own goal.
 
 Exit status: 0 when every goal passes (always, with --quick, unless the bench itself breaks), 1 otherwise.
+A full `--published` run therefore exits 1 while the zero-latency "AsyncCMSClient / published sequential" goal
+fails, which it does on loopback (see above).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import functools
 import importlib.util
 import json
 import os
@@ -55,6 +66,9 @@ SDK_REPLY = {"success": True, "message": "Event tracked successfully", "data": {
 PUBLISHED_REPLY = {"status": True, "data": "x"}
 PUBLISHED_PACKAGE = "cms-python-client==1.0.0"
 CONCURRENCY = 32
+# The latency scenario: the canned server answers paths under LATENCY_PREFIX this late, a realistic API round trip.
+API_LATENCY_MS = 20
+LATENCY_PREFIX = "/latency"
 # Without sniffio (anyio >= 4.11 no longer pulls it in) httpcore re-attempts `import sniffio`, a sys.path scan,
 # for every async lock and semaphore it sets up: ~30% of async throughput. Both async contenders pay it alike.
 HAS_SNIFFIO = importlib.util.find_spec("sniffio") is not None
@@ -70,14 +84,21 @@ def _http_reply(body: dict[str, Any]) -> bytes:
 
 
 class _CannedProtocol(asyncio.Protocol):
-    """Parses HTTP/1.1 requests off a keep-alive connection (pipelining too) and answers each at once."""
+    """Parses HTTP/1.1 requests off a keep-alive connection (pipelining too) and answers each at once, or, for
+    paths under LATENCY_PREFIX, API_LATENCY_MS later (a timer; the server keeps serving meanwhile).
+
+    A connection is expected to use one or the other: delayed replies keep their order among themselves only.
+    """
 
     sdk_reply = _http_reply(SDK_REPLY)
     published_reply = _http_reply(PUBLISHED_REPLY)
+    latency_prefix = LATENCY_PREFIX.encode()
 
     def __init__(self) -> None:
         self._buffer = b""
         self._transport: asyncio.Transport | None = None
+        # Delayed replies, oldest first: each timer sends the oldest, so pipelined replies keep their order.
+        self._delayed: collections.deque[tuple[bytes, bool]] = collections.deque()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -97,10 +118,29 @@ class _CannedProtocol(asyncio.Protocol):
                 return
             path = head.split(b" ", 2)[1]
             self._buffer = self._buffer[total:]
-            self._transport.write(self.published_reply if path.startswith(b"/published") else self.sdk_reply)
-            if b"\r\nconnection: close" in head:
-                self._transport.close()
+            close = b"\r\nconnection: close" in head
+            delayed = path.startswith(self.latency_prefix)
+            if delayed:
+                path = path[len(self.latency_prefix) :]
+            reply = self.published_reply if path.startswith(b"/published") else self.sdk_reply
+            if delayed:
+                self._delayed.append((reply, close))
+                asyncio.get_running_loop().call_later(API_LATENCY_MS / 1000, self._send_delayed)
+            else:
+                self._transport.write(reply)
+                if close:
+                    self._transport.close()
+            if close:
                 return
+
+    def _send_delayed(self) -> None:
+        assert self._transport is not None
+        reply, close = self._delayed.popleft()
+        if self._transport.is_closing():  # the client went away meanwhile
+            return
+        self._transport.write(reply)
+        if close:
+            self._transport.close()
 
 
 def serve() -> None:
@@ -306,20 +346,23 @@ class ImportTimes:
         return times
 
 
+# argv: the token, then one host per client; each stdin line "<client index> <calls>" runs a batch, prints events/s.
 _DRIVER = """
 import sys, time
 from cms_python import CMSClient
 
-client = CMSClient(token=sys.argv[2], host=sys.argv[1])
+clients = [CMSClient(token=sys.argv[1], host=host) for host in sys.argv[2:]]
 lead = dict(click_id="id_123", event_name="signup_started", customer_external_id="user_42")
-result = client.track_lead(**lead)
-if result != {"status": True, "data": "x"}:
-    raise SystemExit(f"unexpected result: {result!r}")
-for _ in range(20):
-    client.track_lead(**lead)
+for client in clients:
+    result = client.track_lead(**lead)
+    if result != {"status": True, "data": "x"}:
+        raise SystemExit(f"unexpected result: {result!r}")
+    for _ in range(20):
+        client.track_lead(**lead)
 print("ready", flush=True)
 for line in sys.stdin:
-    calls = int(line)
+    index, calls = map(int, line.split())
+    client = clients[index]
     start = time.perf_counter()
     for _ in range(calls):
         client.track_lead(**lead)
@@ -328,10 +371,13 @@ for line in sys.stdin:
 
 
 class Published:
-    """The 1.0.0 client in a throwaway venv, driven by a subprocess that runs a batch per line on its stdin."""
+    """The 1.0.0 client in a throwaway venv, driven by a subprocess that runs a batch per line on its stdin.
 
-    def __init__(self, host: str, calls: int, directory: Path) -> None:
-        self.calls = calls
+    `hosts` names the hosts it gets a client for (e.g. the plain and the latency scenario's).
+    """
+
+    def __init__(self, hosts: dict[str, str], directory: Path) -> None:
+        self.indices = {name: index for index, name in enumerate(hosts)}
         env_dir = directory / "venv"
         print(f"Installing {PUBLISHED_PACKAGE} into a throwaway venv ...", file=sys.stderr, flush=True)
         venv.EnvBuilder(with_pip=True).create(env_dir)
@@ -349,7 +395,7 @@ class Published:
         # A clean environment for it: not this venv's packages, and its own `cms_python`.
         environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
         self.process = subprocess.Popen(
-            [python, "-I", driver, f"{host}/published", TOKEN],
+            [python, "-I", driver, TOKEN, *hosts.values()],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -366,9 +412,9 @@ class Published:
             raise RuntimeError(f"the published client's driver stopped (exit status {self.process.wait()})")
         return line
 
-    def events_per_second(self) -> float:
+    def events_per_second(self, host: str, calls: int) -> float:
         assert self.process.stdin is not None
-        self.process.stdin.write(f"{self.calls}\n")
+        self.process.stdin.write(f"{self.indices[host]} {calls}\n")
         self.process.stdin.flush()
         return float(self._read())
 
@@ -390,12 +436,19 @@ class Settings:
     import_samples: int
     published_calls: int
     published: bool
+    latency_leads: int  # the API latency scenario's async leads per run
+    latency_published_calls: int  # and its published client's sequential calls per run
+
+
+NO_LATENCY = "loopback, replies at once"
+WITH_LATENCY = f"every reply {API_LATENCY_MS} ms late (API latency scenario)"
 
 
 @dataclass
 class Measure:
     label: str
     unit: str
+    scenario: str = NO_LATENCY
     samples: list[float] = field(default_factory=list)
 
     @property
@@ -432,6 +485,15 @@ def run(settings: Settings) -> tuple[dict[str, Measure], list[Goal]]:
     }
     if settings.published:
         measures["published"] = Measure(f"{PUBLISHED_PACKAGE} sequential", "events/s")
+    latency = f"{API_LATENCY_MS} ms API latency"
+    measures["latency_async_raw"] = Measure(
+        f"httpx.AsyncClient.post x{CONCURRENCY}, {latency}", "events/s", WITH_LATENCY
+    )
+    measures["latency_async_sdk"] = Measure(
+        f"AsyncCMSClient.track_lead x{CONCURRENCY}, {latency}", "events/s", WITH_LATENCY
+    )
+    if settings.published:
+        measures["latency_published"] = Measure(f"{PUBLISHED_PACKAGE} sequential, {latency}", "events/s", WITH_LATENCY)
     imports: dict[str, list[float]] = {}
 
     with ExitStack() as stack:
@@ -439,25 +501,36 @@ def run(settings: Settings) -> tuple[dict[str, Measure], list[Goal]]:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cms-bench-")))
         published = None
         if settings.published:
-            published = Published(host, settings.published_calls, directory)
+            hosts = {"plain": f"{host}/published", "latency": f"{host}{LATENCY_PREFIX}/published"}
+            published = Published(hosts, directory)
             stack.callback(published.close)
         sync = SyncContenders(host, settings.sync_calls)
         stack.callback(sync.close)
         concurrent = AsyncContenders(host, settings.async_leads)
         stack.callback(concurrent.close)
+        delayed = AsyncContenders(f"{host}{LATENCY_PREFIX}", settings.latency_leads)
+        stack.callback(delayed.close)
         importer = ImportTimes(settings.import_samples, directory)
         for number in range(settings.rounds):
             print(f"round {number + 1}/{settings.rounds}", file=sys.stderr, flush=True)
             # Alternate who goes first, so neither always runs on a warmer (or more throttled) machine.
-            pairs = [
-                (("sync_raw", sync.raw_us_per_call), ("sync_sdk", sync.sdk_us_per_call)),
-                (("async_raw", concurrent.raw_events_per_second), ("async_sdk", concurrent.sdk_events_per_second)),
+            groups: list[list[tuple[str, Callable[[], float]]]] = [
+                [("sync_raw", sync.raw_us_per_call), ("sync_sdk", sync.sdk_us_per_call)],
+                [("async_raw", concurrent.raw_events_per_second), ("async_sdk", concurrent.sdk_events_per_second)],
+                [
+                    ("latency_async_raw", delayed.raw_events_per_second),
+                    ("latency_async_sdk", delayed.sdk_events_per_second),
+                ],
             ]
-            for pair in pairs:
-                for name, measure in pair if number % 2 == 0 else reversed(pair):
-                    measures[name].samples.append(measure())
             if published is not None:
-                measures["published"].samples.append(published.events_per_second())
+                batch = published.events_per_second
+                groups[1].append(("published", functools.partial(batch, "plain", settings.published_calls)))
+                groups[2].append(
+                    ("latency_published", functools.partial(batch, "latency", settings.latency_published_calls))
+                )
+            for group in groups:
+                for name, measure in group if number % 2 == 0 else reversed(group):
+                    measures[name].samples.append(measure())
             for name, times in importer.sample().items():
                 imports.setdefault(name, []).extend(times)
 
@@ -488,27 +561,45 @@ def run(settings: Settings) -> tuple[dict[str, Measure], list[Goal]]:
         goals.append(
             Goal("AsyncCMSClient / published sequential", median("async_sdk") / median("published"), 3.0, "x", True)
         )
+        goals.append(
+            Goal(
+                f"AsyncCMSClient / published sequential, {latency}",
+                median("latency_async_sdk") / median("latency_published"),
+                3.0,
+                "x",
+                True,
+            )
+        )
     return measures, goals
 
 
 def report(measures: dict[str, Measure], goals: list[Goal], settings: Settings) -> str:
+    published = f", {settings.published_calls} published calls" if settings.published else ""
+    latency_published = f", {settings.latency_published_calls} published calls" if settings.published else ""
     lines = [
         f"cms_python {cms_python.__version__}, httpx {httpx.__version__}, Python {sys.version.split()[0]}, "
         f"{os.cpu_count()} CPUs; {settings.rounds} rounds: {settings.sync_calls} sync calls, "
-        f"{settings.async_leads} async leads, {settings.import_samples} import samples each",
+        f"{settings.async_leads} async leads{published}, {settings.import_samples} import samples each;",
+        f"API latency scenario ({API_LATENCY_MS} ms per reply): {settings.latency_leads} async leads"
+        f"{latency_published} each",
         f"sniffio {'installed' if HAS_SNIFFIO else 'absent: httpcore retries a failed import per async lock (slower)'}",
-        "",
-        f"{'contender':<48} {'median':>10} {'min':>10} {'max':>10}  unit",
     ]
+    width = max(len("contender"), *(len(measure.label) for measure in measures.values()))
+    lines += ["", f"{'contender':<{width}} {'median':>10} {'min':>10} {'max':>10}  unit"]
+    scenario = ""
     for measure in measures.values():
+        if measure.scenario != scenario:
+            scenario = measure.scenario
+            lines.append(f"-- {scenario}")
         low, high = min(measure.samples), max(measure.samples)
-        lines.append(f"{measure.label:<48} {measure.median:>10.1f} {low:>10.1f} {high:>10.1f}  {measure.unit}")
-    lines += ["", f"{'goal (from the medians)':<48} {'value':>10} {'limit':>12}  result"]
+        lines.append(f"{measure.label:<{width}} {measure.median:>10.1f} {low:>10.1f} {high:>10.1f}  {measure.unit}")
+    width = max(len("goal (from the medians)"), *(len(goal.name) for goal in goals))
+    lines += ["", f"{'goal (from the medians)':<{width}} {'value':>10} {'limit':>12}  result"]
     for goal in goals:
         sign = ">=" if goal.higher_is_better else "<="
         value = f"{goal.value:.2f} {goal.unit}"
         limit = f"{sign} {goal.limit:.2f} {goal.unit}"
-        lines.append(f"{goal.name:<48} {value:>10} {limit:>12}  {'PASS' if goal.passed else 'FAIL'}")
+        lines.append(f"{goal.name:<{width}} {value:>10} {limit:>12}  {'PASS' if goal.passed else 'FAIL'}")
     return "\n".join(lines)
 
 
@@ -517,8 +608,9 @@ def as_json(measures: dict[str, Measure], goals: list[Goal], settings: Settings)
         "versions": {"cms_python": cms_python.__version__, "httpx": httpx.__version__, "python": sys.version},
         "sniffio_installed": HAS_SNIFFIO,
         "settings": vars(settings),
+        "api_latency_ms": API_LATENCY_MS,
         "results": {
-            name: {"label": m.label, "unit": m.unit, "median": m.median, "samples": m.samples}
+            name: {"label": m.label, "unit": m.unit, "scenario": m.scenario, "median": m.median, "samples": m.samples}
             for name, m in measures.items()
         },
         "goals": [
@@ -546,10 +638,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve()
         return 0
-    if args.quick:
-        settings = Settings(2, 100, 200, 1, 50, args.published)
+    if args.quick:  # the latency scenario shrunk to about 0.1 s a contender (a smoke check of its code path)
+        settings = Settings(2, 100, 200, 1, 50, args.published, latency_leads=64, latency_published_calls=5)
     else:
-        settings = Settings(7, 1000, 1000, 2, 300, args.published)
+        settings = Settings(7, 1000, 1000, 2, 300, args.published, latency_leads=320, latency_published_calls=50)
     if args.rounds is not None:
         settings.rounds = max(1, args.rounds)
 
