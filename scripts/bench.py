@@ -303,7 +303,7 @@ class ImportTimes:
 
     Every module is imported from cached bytecode, as after a `pip install` (which compiles it): the .pyc files
     go to a private `PYTHONPYCACHEPREFIX`, written by a warm-up run, even when PYTHONDONTWRITEBYTECODE is set
-    (an editable install would otherwise compile `src/` and `generated/` from source on every run).
+    (an editable install would otherwise compile `cms_python/` and `generated/` from source on every run).
     """
 
     modules = ("httpx", "cms_python")
