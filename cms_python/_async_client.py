@@ -9,10 +9,10 @@ from typing import Any, Concatenate, ParamSpec
 import httpx
 from cms_api_client import Client
 
-from . import _requests
-from ._attempts import Attempts
-from ._base import ClientBase, operation
-from ._requests import ApiResponse, TrackRequest
+from ._attempts import Wait
+from ._base import ClientBase, tracking_method
+from ._operations import ApiResponse, TrackRequest
+from ._requests import build_lead, build_sale
 from ._transports import OwnAsyncClient, ThroughAsyncClient
 from ._types import TrackError, TrackResult
 
@@ -20,12 +20,12 @@ _P = ParamSpec("_P")
 
 
 def _method(
-    check: Callable[_P, TrackRequest | TrackError],
+    name: str, build: Callable[_P, TrackRequest[Any] | TrackError]
 ) -> Callable[Concatenate[AsyncCMSClient, _P], Coroutine[Any, Any, TrackResult]]:
     async def method(self: AsyncCMSClient, /, *args: _P.args, **kwargs: _P.kwargs) -> TrackResult:
-        return await self._send(check(*args, **kwargs))
+        return await self._send(build(*args, **kwargs))
 
-    return operation(check, method)
+    return tracking_method(name, build, method)
 
 
 class AsyncCMSClient(ClientBase[httpx.AsyncClient]):
@@ -38,24 +38,27 @@ class AsyncCMSClient(ClientBase[httpx.AsyncClient]):
         transport = ThroughAsyncClient(http_client) if http_client is not None else None
         return Client(base_url=self.host).set_async_httpx_client(OwnAsyncClient(**settings, transport=transport))
 
-    track_lead = _method(_requests.track_lead)
-    track_sale = _method(_requests.track_sale)
+    track_lead = _method("track_lead", build_lead)
+    track_sale = _method("track_sale", build_sale)
 
-    async def _send(self, request: TrackRequest | TrackError) -> TrackResult:
+    async def _send(self, request: TrackRequest[Any] | TrackError) -> TrackResult:
         if not isinstance(request, TrackRequest):
             return request
         attempts = self._attempts(request)
-        while isinstance(step := attempts.finish(await self._attempt(attempts)), float):
+        while True:
+            attempts.start()
+            decision = attempts.decide(await self._attempt(request))
+            if not isinstance(decision, Wait):
+                return decision.result
             # Imported here, on the first retry: at the top it costs every `import cms_python` (sync users too)
             # ~15 ms, while an async caller has nearly always imported it already.
             import asyncio  # noqa: PLC0415
 
-            await asyncio.sleep(step)
-        return step
+            await asyncio.sleep(decision.seconds)
 
-    async def _attempt(self, attempts: Attempts) -> ApiResponse | httpx.HTTPError:
+    async def _attempt(self, request: TrackRequest[Any]) -> ApiResponse | httpx.HTTPError:
         try:
-            return await attempts.request.operation.asyncio_detailed(**attempts.begin(self._api))
+            return await request.operation.send_async(self._api, request)
         except httpx.HTTPError as exc:
             return exc
 

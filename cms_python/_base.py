@@ -17,7 +17,7 @@ import httpx
 from cms_api_client import Client
 
 from ._attempts import Attempts
-from ._requests import TrackRequest
+from ._operations import TrackRequest
 from ._types import TrackError
 from ._version import __version__
 
@@ -31,6 +31,39 @@ _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 _HttpClient = TypeVar("_HttpClient", httpx.Client, httpx.AsyncClient)
+
+TRACK_LEAD_DOC = """Track a lead event (a signup, a verified email, ...).
+
+    Args:
+        event_name: e.g. `"signup_started"`.
+        customer_external_id: your stable id for the customer.
+        click_id: the click to attribute the lead to. Needed for a standard lead and for the first call of
+            deferred attribution (with `mode="deferred"`); leave it out of the later calls for that customer.
+        mode: `"deferred"` to store the click-to-customer association for later events.
+        customer_name, customer_email, customer_avatar, timestamp, idempotency_key: as for `track_sale`.
+
+    Returns the result dict (`TrackSuccess` or `TrackError`); bad values come back as a `validation_error`
+    and send nothing. Never raises, but `TypeError` for unknown or missing keyword names.
+    """
+TRACK_SALE_DOC = """Track a sale.
+
+    Args:
+        event_name: e.g. `"purchase_completed"`.
+        customer_external_id: your stable id for the customer.
+        invoice_id: your invoice id; the server records one sale per invoice, so retries never count twice.
+        amount: in cents, a non-negative int (`4999` is 49.99).
+        currency: a 3-letter ISO 4217 code such as `"USD"` (sent upper-case).
+        click_id: the click to attribute the sale to; required unless a deferred lead already associates
+            this customer with a click.
+        customer_name, customer_email, customer_avatar: optional customer details (avatar: an http(s) URL).
+        timestamp: when it happened, a timezone-aware datetime; the server uses "now" when absent.
+        idempotency_key: sent as `Idempotency-Key` on every attempt; a fresh UUID4 when absent.
+
+    Returns the result dict (`TrackSuccess` or `TrackError`); bad values come back as a `validation_error`
+    and send nothing. Never raises, but `TypeError` for unknown or missing keyword names.
+    """
+
+_DOCS = {"track_lead": TRACK_LEAD_DOC, "track_sale": TRACK_SALE_DOC}
 
 
 class ClientBase(ABC, Generic[_HttpClient]):
@@ -46,45 +79,71 @@ class ClientBase(ABC, Generic[_HttpClient]):
         http_client: _HttpClient | None = None,
     ) -> None:
         self._token: str = _resolve_token(token)
-        self.host: str = _resolve_host(host)
+        self._host: str = _resolve_host(host)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError("max_retries must be an int >= 0 (0 turns retries off)")
-        self.max_retries: int = max_retries
+        self._max_retries: int = max_retries
         if not isinstance(timeout, httpx.Timeout) and not (
             isinstance(timeout, int | float) and not isinstance(timeout, bool) and 0 < timeout < float("inf")
         ):
             raise ValueError("timeout must be a positive number of seconds or an httpx.Timeout")
+        self._timeout: httpx.Timeout = httpx.Timeout(timeout)
         # The token travels only in this header, which httpx masks in its reprs.
         settings: dict[str, Any] = {
-            "base_url": self.host,
+            "base_url": self._host,
             "headers": {"Authorization": f"Bearer {self._token}", "User-Agent": USER_AGENT},
-            "timeout": timeout,
+            "timeout": self._timeout,
             "follow_redirects": False,
             "verify": _tls_context(),
             # HTTP_PROXY & co. would carry a plain-http (loopback) request, token included, across the network.
-            "trust_env": not self.host.startswith("http://"),
+            "trust_env": not self._host.startswith("http://"),
         }
         self._api = self._connect(settings, http_client)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The tracking methods are made by `tracking_method`, inside a function: name them as their class's.
+        for name in ("track_lead", "track_sale"):
+            method = cls.__dict__.get(name)
+            if method is not None:
+                method.__qualname__ = f"{cls.__name__}.{name}"
+
+    @property
+    def host(self) -> str:
+        """The API's base URL, without a trailing slash."""
+        return self._host
+
+    @property
+    def max_retries(self) -> int:
+        """How many times a failed attempt is retried when retrying is safe."""
+        return self._max_retries
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        """The connect, read, write and pool timeouts of one attempt."""
+        return self._timeout
 
     @abstractmethod
     def _connect(self, settings: dict[str, Any], http_client: _HttpClient | None) -> Client:
         """The generated client, sending through a new httpx client built from `settings`."""
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(host={self.host!r}, max_retries={self.max_retries})"
+        return f"{type(self).__name__}(host={self._host!r}, max_retries={self._max_retries})"
 
-    def _attempts(self, request: TrackRequest) -> Attempts:
-        return Attempts(request, max_retries=self.max_retries, token=self._token)
+    def _attempts(self, request: TrackRequest[Any]) -> Attempts:
+        return Attempts(request, max_retries=self._max_retries, token=self._token)
 
 
-def operation(check: Callable[..., TrackRequest | TrackError], method: _Method) -> _Method:
-    """Give a client's `method` the signature and docstring of `check` (from `_requests`), which it calls.
+def tracking_method(name: str, build: Callable[..., TrackRequest[Any] | TrackError], method: _Method) -> _Method:
+    """Make `method` a client's `name` method (`track_lead`, `track_sale`), with the signature of `build`
+    (from `_requests`), which it calls, and the method's docstring.
 
     Each keyword argument list is written once, in `_requests`, for both faces; `help()` and IDEs show it.
     """
     # The name and docstring only: the annotations, module and globals stay the method's own.
-    method.__name__, method.__doc__ = check.__name__, check.__doc__
-    signature = inspect.signature(check)
+    method.__name__ = name
+    method.__doc__ = _DOCS[name]
+    signature = inspect.signature(build)
     self = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
     method.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[self, *signature.parameters.values()], return_annotation="TrackResult"

@@ -10,21 +10,23 @@ from typing import Any, Concatenate, ParamSpec
 import httpx
 from cms_api_client import Client
 
-from . import _requests
-from ._attempts import Attempts
-from ._base import ClientBase, operation
-from ._requests import ApiResponse, TrackRequest
+from ._attempts import Wait
+from ._base import ClientBase, tracking_method
+from ._operations import ApiResponse, TrackRequest
+from ._requests import build_lead, build_sale
 from ._transports import OwnClient, ThroughClient
 from ._types import TrackError, TrackResult
 
 _P = ParamSpec("_P")
 
 
-def _method(check: Callable[_P, TrackRequest | TrackError]) -> Callable[Concatenate[CMSClient, _P], TrackResult]:
+def _method(
+    name: str, build: Callable[_P, TrackRequest[Any] | TrackError]
+) -> Callable[Concatenate[CMSClient, _P], TrackResult]:
     def method(self: CMSClient, /, *args: _P.args, **kwargs: _P.kwargs) -> TrackResult:
-        return self._send(check(*args, **kwargs))
+        return self._send(build(*args, **kwargs))
 
-    return operation(check, method)
+    return tracking_method(name, build, method)
 
 
 class CMSClient(ClientBase[httpx.Client]):
@@ -41,27 +43,31 @@ class CMSClient(ClientBase[httpx.Client]):
             through it but keeps its own base URL, headers and timeout, never follows redirects, and does
             not close it.
 
-    Use it as a context manager, or call `close()`, to release its connections.
+    `host`, `timeout` and `max_retries` are read-only: make another client for other settings. Use it as a
+    context manager, or call `close()`, to release its connections.
     """
 
     def _connect(self, settings: dict[str, Any], http_client: httpx.Client | None) -> Client:
         transport = ThroughClient(http_client) if http_client is not None else None
         return Client(base_url=self.host).set_httpx_client(OwnClient(**settings, transport=transport))
 
-    track_lead = _method(_requests.track_lead)
-    track_sale = _method(_requests.track_sale)
+    track_lead = _method("track_lead", build_lead)
+    track_sale = _method("track_sale", build_sale)
 
-    def _send(self, request: TrackRequest | TrackError) -> TrackResult:
+    def _send(self, request: TrackRequest[Any] | TrackError) -> TrackResult:
         if not isinstance(request, TrackRequest):
             return request
         attempts = self._attempts(request)
-        while isinstance(step := attempts.finish(self._attempt(attempts)), float):
-            time.sleep(step)
-        return step
+        while True:
+            attempts.start()
+            decision = attempts.decide(self._attempt(request))
+            if not isinstance(decision, Wait):
+                return decision.result
+            time.sleep(decision.seconds)
 
-    def _attempt(self, attempts: Attempts) -> ApiResponse | httpx.HTTPError:
+    def _attempt(self, request: TrackRequest[Any]) -> ApiResponse | httpx.HTTPError:
         try:
-            return attempts.request.operation.sync_detailed(**attempts.begin(self._api))
+            return request.operation.send(self._api, request)
         except httpx.HTTPError as exc:
             return exc
 

@@ -1,24 +1,20 @@
-"""Check a call's keyword arguments and turn them into the generated request models.
+"""Check a call's keyword arguments and build the generated request model from them.
 
-Nothing here does I/O: `track_lead` and `track_sale` return either a `TrackRequest` ready to send or the
-`validation_error` dict. Their signatures and docstrings are the clients' methods' (see `_base.operation`).
+Nothing here does I/O: `build_lead` and `build_sale` return either a `TrackRequest` ready to send or the
+`validation_error` dict. Their signatures are the clients' `track_lead` / `track_sale` (see `_base`).
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from cms_api_client.api.tracking import track_lead as lead_api
-from cms_api_client.api.tracking import track_sale as sale_api
-from cms_api_client.models import ErrorResponse, LeadPayload, SalePayload, TrackResponse
-from cms_api_client.types import UNSET, Response, Unset
+from cms_api_client.models import LeadPayload, SalePayload
 
+from ._operations import LEAD, SALE, Operation, Payload, TrackRequest
 from ._results import validation_error
 from ._types import TrackError
 
@@ -31,34 +27,10 @@ _CURRENCY = re.compile(r"[A-Za-z]{3}")
 _URI = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
 # Header values must be visible ASCII; the spec caps the key at 255 characters.
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
-
-ApiResponse: TypeAlias = Response[ErrorResponse | TrackResponse]
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """One endpoint of the generated client, in both its sync and async forms."""
-
-    path: str
-    sync_detailed: Callable[..., ApiResponse]
-    asyncio_detailed: Callable[..., Awaitable[ApiResponse]]
-
-
-LEAD = Operation("/track/lead", lead_api.sync_detailed, lead_api.asyncio_detailed)
-SALE = Operation("/track/sale", sale_api.sync_detailed, sale_api.asyncio_detailed)
-
-
-@dataclass(frozen=True, slots=True)
-class TrackRequest:
-    """A checked call, ready to send: the same idempotency key goes with every attempt."""
-
-    operation: Operation
-    body: LeadPayload | SalePayload
-    idempotency_key: str
-
-
-def track_lead(
+def build_lead(
     *,
     event_name: str,
     customer_external_id: str,
@@ -69,32 +41,20 @@ def track_lead(
     timestamp: datetime | None = None,
     mode: Literal["deferred"] | None = None,
     idempotency_key: str | None = None,
-) -> TrackRequest | TrackError:
-    """Track a lead event (a signup, a verified email, ...).
-
-    Args:
-        event_name: e.g. `"signup_started"`.
-        customer_external_id: your stable id for the customer.
-        click_id: the click to attribute the lead to. Needed for a standard lead and for the first call of
-            deferred attribution (with `mode="deferred"`); leave it out of the later calls for that customer.
-        mode: `"deferred"` to store the click-to-customer association for later events.
-        customer_name, customer_email, customer_avatar, timestamp, idempotency_key: as for `track_sale`.
-
-    Returns the result dict (`TrackSuccess` or `TrackError`); bad values come back as a `validation_error`
-    and send nothing. Never raises, but `TypeError` for unknown or missing keyword names.
-    """
+) -> TrackRequest[LeadPayload] | TrackError:
+    """`track_lead`'s arguments, checked: the request to send, or the `validation_error` dict."""
     fields = _Fields()
-    body = LeadPayload(
-        event_name=fields.text("event_name", event_name),
-        customer_external_id=fields.text("customer_external_id", customer_external_id),
-        click_id=fields.optional_text("click_id", click_id),
-        mode=fields.mode(mode, click_id),
+    values = {
+        "event_name": fields.text("event_name", event_name),
+        "customer_external_id": fields.text("customer_external_id", customer_external_id),
+        "click_id": fields.optional_text("click_id", click_id),
+        "mode": fields.mode(mode, click_id),
         **fields.details(customer_name, customer_email, customer_avatar, timestamp),
-    )
-    return fields.request(LEAD, body, idempotency_key)
+    }
+    return fields.request(LEAD, values, idempotency_key)
 
 
-def track_sale(
+def build_sale(
     *,
     event_name: str,
     customer_external_id: str,
@@ -107,52 +67,42 @@ def track_sale(
     customer_avatar: str | None = None,
     timestamp: datetime | None = None,
     idempotency_key: str | None = None,
-) -> TrackRequest | TrackError:
-    """Track a sale.
-
-    Args:
-        event_name: e.g. `"purchase_completed"`.
-        customer_external_id: your stable id for the customer.
-        invoice_id: your invoice id; the server records one sale per invoice, so retries never count twice.
-        amount: in cents, a non-negative int (`4999` is 49.99).
-        currency: a 3-letter ISO 4217 code such as `"USD"` (sent upper-case).
-        click_id: the click to attribute the sale to; required unless a deferred lead already associates
-            this customer with a click.
-        customer_name, customer_email, customer_avatar: optional customer details (avatar: an http(s) URL).
-        timestamp: when it happened, a timezone-aware datetime; the server uses "now" when absent.
-        idempotency_key: sent as `Idempotency-Key` on every attempt; a fresh UUID4 when absent.
-
-    Returns the result dict (`TrackSuccess` or `TrackError`); bad values come back as a `validation_error`
-    and send nothing. Never raises, but `TypeError` for unknown or missing keyword names.
-    """
+) -> TrackRequest[SalePayload] | TrackError:
+    """`track_sale`'s arguments, checked: the request to send, or the `validation_error` dict."""
     fields = _Fields()
-    body = SalePayload(
-        event_name=fields.text("event_name", event_name),
-        customer_external_id=fields.text("customer_external_id", customer_external_id),
-        invoice_id=fields.text("invoice_id", invoice_id),
-        amount=fields.amount(amount),
-        currency=fields.currency(currency),
-        click_id=fields.optional_text("click_id", click_id),
+    values = {
+        "event_name": fields.text("event_name", event_name),
+        "customer_external_id": fields.text("customer_external_id", customer_external_id),
+        "invoice_id": fields.text("invoice_id", invoice_id),
+        "amount": fields.amount(amount),
+        "currency": fields.currency(currency),
+        "click_id": fields.optional_text("click_id", click_id),
         **fields.details(customer_name, customer_email, customer_avatar, timestamp),
-    )
-    return fields.request(SALE, body, idempotency_key)
+    }
+    return fields.request(SALE, values, idempotency_key)
 
 
 class _Fields:
-    """Checks values one by one, remembering every problem (keyed by keyword name) instead of stopping."""
+    """Checks values one by one, remembering every problem (keyed by keyword name) instead of stopping.
+
+    The checked values of absent optional arguments are None, and left out of the model.
+    """
 
     __slots__ = ("problems",)
 
     def __init__(self) -> None:
         self.problems: dict[str, str] = {}
 
-    def request(self, operation: Operation, body: LeadPayload | SalePayload, key: object) -> TrackRequest | TrackError:
+    def request(
+        self, operation: Operation[Payload], values: dict[str, Any], key: object
+    ) -> TrackRequest[Payload] | TrackError:
         if key is None:
             key = str(uuid.uuid4())
         elif not isinstance(key, str) or not _IDEMPOTENCY_KEY.fullmatch(key):
             self.problems["idempotency_key"] = "must be 1 to 255 visible ASCII characters"
         if self.problems:
             return validation_error(self.problems)
+        body = operation.payload(**{name: value for name, value in values.items() if value is not None})
         return TrackRequest(operation, body, str(key))
 
     def details(self, name: object, email: object, avatar: object, timestamp: object) -> dict[str, Any]:
@@ -171,20 +121,20 @@ class _Fields:
             return self._bad(name, "must not be empty", "")
         return self._clean(name, value)
 
-    def optional_text(self, name: str, value: object, *, allow_empty: bool = False) -> str | Unset:
+    def optional_text(self, name: str, value: object, *, allow_empty: bool = False) -> str | None:
         if value is None:
-            return UNSET
+            return None
         if allow_empty and isinstance(value, str) and not value:
             return value
         return self.text(name, value)
 
-    def email(self, name: str, value: object) -> str | Unset:
+    def email(self, name: str, value: object) -> str | None:
         email = self.optional_text(name, value)
         if isinstance(email, str) and name not in self.problems and not _EMAIL.fullmatch(email):
-            return self._bad(name, "must be an email address like jane@example.com", UNSET)
+            return self._bad(name, "must be an email address like jane@example.com", None)
         return email
 
-    def url(self, name: str, value: object) -> str | Unset:
+    def url(self, name: str, value: object) -> str | None:
         url = self.optional_text(name, value)
         if isinstance(url, str) and name not in self.problems:
             try:
@@ -193,37 +143,37 @@ class _Fields:
             except ValueError:
                 valid = False
             if not valid:
-                return self._bad(name, "must be an http(s) URL (with non-ASCII characters percent-encoded)", UNSET)
+                return self._bad(name, "must be an http(s) URL (with non-ASCII characters percent-encoded)", None)
         return url
 
-    def timestamp(self, name: str, value: object) -> datetime | Unset:
+    def timestamp(self, name: str, value: object) -> datetime | None:
         if value is None:
-            return UNSET
+            return None
         if not isinstance(value, datetime):
-            return self._bad(name, f"must be a datetime, got {type(value).__name__}", UNSET)
+            return self._bad(name, f"must be a datetime, got {type(value).__name__}", None)
         try:
             offset = value.utcoffset()
         except (TypeError, ValueError):  # a tzinfo whose utcoffset() is broken
             offset = None
         if offset is None:
             return self._bad(
-                name, "must be timezone-aware, e.g. datetime.now(timezone.utc): a naive one is ambiguous", UNSET
+                name, "must be timezone-aware, e.g. datetime.now(timezone.utc): a naive one is ambiguous", None
             )
         if offset.seconds % 60 or offset.microseconds:
             # RFC 3339 offsets are whole minutes; historic local mean times (+00:19:32) are sent as UTC instead.
             try:
                 return value.astimezone(timezone.utc)
             except OverflowError:
-                return self._bad(name, "is out of range once converted to UTC", UNSET)
+                return self._bad(name, "is out of range once converted to UTC", None)
         return value
 
-    def mode(self, value: object, click_id: object) -> Literal["deferred"] | Unset:
+    def mode(self, value: object, click_id: object) -> Literal["deferred"] | None:
         if value is None:
-            return UNSET
+            return None
         if not isinstance(value, str) or value != "deferred":
-            return self._bad("mode", 'must be "deferred" or None', UNSET)
+            return self._bad("mode", 'must be "deferred" or None', None)
         if click_id is None:
-            return self._bad("mode", 'mode="deferred" needs the click_id to associate with the customer', UNSET)
+            return self._bad("mode", 'mode="deferred" needs the click_id to associate with the customer', None)
         return "deferred"
 
     def amount(self, value: object) -> int:
@@ -250,6 +200,6 @@ class _Fields:
         return value
 
     def _bad(self, name: str, problem: str, placeholder: _T) -> _T:
-        # The placeholder is never sent: any problem means no request is built.
+        # The placeholder is never sent, nor put in a model: any problem means no request is built.
         self.problems.setdefault(name, problem)
         return placeholder

@@ -367,3 +367,20 @@ def test_callers_http_client_error_status(face, callers_client):
         "type": "validation",
         "details": None,
     }
+
+
+@pytest.mark.parametrize("name", ["host", "max_retries", "timeout"])
+def test_settings_are_read_only(face, server, name):
+    client = face.client(host=server.url).raw
+    before = getattr(client, name)
+    with pytest.raises(AttributeError):
+        setattr(client, name, "https://elsewhere.example")
+    assert getattr(client, name) == before
+
+
+def test_methods_are_named_after_their_class(face):
+    client = face.client().raw
+    kind = type(client).__name__
+    assert client.track_lead.__qualname__ == f"{kind}.track_lead"
+    assert client.track_sale.__qualname__ == f"{kind}.track_sale"
+    assert f"{kind}.track_sale" in repr(client.track_sale)
