@@ -1,14 +1,16 @@
-"""Shared fixtures: a loopback server, and each test run against both faces (sync and async)."""
+"""Shared fixtures: a loopback server, each test run against both faces (sync and async), retries without real
+waiting, and small helpers."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from cms_python import AsyncCMSClient, CMSClient, TrackResult
+from cms_python import AsyncCMSClient, CMSClient, TrackResult, _retry
 
 from .servers import LoopbackServer
 
@@ -31,6 +33,29 @@ def server() -> Iterator[LoopbackServer]:
     instance = LoopbackServer()
     yield instance
     instance.close()
+
+
+@pytest.fixture(autouse=True)
+def _fast_backoff(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain backoff starts at 10 ms instead of 500 ms, so retries cost no real waiting; tests marked
+    `shipped_backoff` see the constants the SDK ships with."""
+    if request.node.get_closest_marker("shipped_backoff") is None:
+        monkeypatch.setattr(_retry, "INITIAL_DELAY", 0.01)
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nobody listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def key_of(recorded: Any) -> str:
+    """The `Idempotency-Key` header of a request a test server recorded."""
+    (value,) = [value for name, value in recorded.headers.items() if name.lower() == "idempotency-key"]
+    return value
 
 
 @pytest.fixture(autouse=True)
@@ -85,5 +110,5 @@ def face(request: pytest.FixtureRequest) -> Iterator[Face]:
 
 @pytest.fixture
 def client(face: Face, server: LoopbackServer) -> FaceClient:
-    """A client of the face under test, pointed at the loopback server, retries with no real waiting."""
+    """A client of the face under test, pointed at the loopback server."""
     return face.client(host=server.url)

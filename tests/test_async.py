@@ -13,22 +13,13 @@ import pytest
 
 from cms_python import AsyncCMSClient, CMSClient, _retry
 
-from .conftest import LEAD, TOKEN
+from .conftest import LEAD, TOKEN, key_of
 from .servers import SUCCESS, LoopbackServer, Reply
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_retry, "INITIAL_DELAY", 0.01)
-
-
-def key_of(recorded) -> str:
-    return next(v for k, v in recorded.headers.items() if k.lower() == "idempotency-key")
 
 
 async def wait_for_requests(server: LoopbackServer, count: int, timeout: float = 5.0) -> None:

@@ -218,3 +218,10 @@ def test_cms_sandbox_reports_a_port_in_use(url, capsys):
     port = url.rsplit(":", 1)[1]
     assert main(["sandbox", "--port", port, "--quiet"]) == 1
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_cms_sandbox_refuses_a_port_out_of_range(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["sandbox", "--port", "99999"])
+    assert exit_.value.code == 2
+    assert "0 to 65535" in capsys.readouterr().err

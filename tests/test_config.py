@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -384,3 +386,57 @@ def test_methods_are_named_after_their_class(face):
     assert client.track_lead.__qualname__ == f"{kind}.track_lead"
     assert client.track_sale.__qualname__ == f"{kind}.track_sale"
     assert f"{kind}.track_sale" in repr(client.track_sale)
+
+
+def test_plain_http_to_loopback_ignores_proxy_variables(face, server, monkeypatch):
+    seen: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(502)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        result = face.client(host=server.url, max_retries=0).track_lead(**LEAD)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert result["success"] is True
+    assert seen == []
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("token", ["abcdefgh ", " abcdefgh", "abc\tdefgh", "abcdéfgh"])
+def test_a_token_that_cannot_be_a_header_value_is_refused_at_construction(face, token):
+    with pytest.raises(ValueError, match="token") as raised:
+        face.client(token=token, host="http://127.0.0.1:1")
+    assert token not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "host", ["https://api.cme.sh:abc", "https://a..b", "https://xn--zz.com", "https://" + "a" * 64 + ".com", "https://"]
+)
+def test_a_host_httpx_or_the_socket_layer_would_refuse_is_refused_at_construction(face, host):
+    with pytest.raises(ValueError, match="host"):
+        face.client(host=host)
+
+
+def test_the_wrong_kind_of_http_client_is_a_type_error_at_construction():
+    with pytest.raises(TypeError, match=r"httpx\.Client"):
+        CMSClient(token=TOKEN, http_client=httpx.AsyncClient())  # type: ignore[arg-type]
+
+
+def test_the_wrong_kind_of_async_http_client_is_a_type_error_at_construction():
+    with httpx.Client() as wrong, pytest.raises(TypeError, match=r"httpx\.AsyncClient"):
+        AsyncCMSClient(token=TOKEN, http_client=wrong)  # type: ignore[arg-type]

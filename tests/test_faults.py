@@ -13,18 +13,11 @@ from http import HTTPStatus
 
 import pytest
 
-from cms_python import _retry
-
 from .conftest import LEAD, TOKEN
 from .servers import SUCCESS, LoopbackServer, Reply
 
 JSON = {"Content-Type": "application/json"}
 MB = 1024 * 1024
-
-
-@pytest.fixture(autouse=True)
-def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_retry, "INITIAL_DELAY", 0.01)
 
 
 @pytest.fixture

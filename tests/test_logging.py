@@ -9,8 +9,6 @@ import socket
 
 import pytest
 
-from cms_python import _retry
-
 from .conftest import TOKEN
 from .servers import SUCCESS, Reply
 
@@ -32,11 +30,6 @@ BODY_VALUES = [EMAIL, NAME, CUSTOMER, CLICK, "inv-secret-55"]
 ATTEMPT = re.compile(
     r"POST (?P<path>/track/\w+) -> (?P<outcome>\d{3}|[A-Za-z]+) \(attempt (?P<n>\d+), (?P<ms>\d+\.\d) ms\)"
 )
-
-
-@pytest.fixture(autouse=True)
-def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_retry, "INITIAL_DELAY", 0.01)
 
 
 @pytest.fixture

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
+import json
 from http import HTTPStatus
 from typing import Any
 
 import pytest
 
-from .conftest import LEAD, SALE
+from .conftest import LEAD, SALE, TOKEN
 from .servers import Reply
 
 ERROR_STATUSES = [400, 401, 403, 404, 409, 422, 429, 500, 502, 503, 504]
@@ -267,14 +267,6 @@ def test_redirect_is_not_followed(call, server, status):
 # --- no response at all ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def closed_port() -> int:
-    """A loopback port nobody listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]  # type: ignore[no-any-return]
-
-
 @pytest.mark.parametrize(("method", "kwargs"), [("track_lead", LEAD), ("track_sale", SALE)])
 def test_connection_refused(face, closed_port, method, kwargs):
     client = face.client(host=f"http://127.0.0.1:{closed_port}", max_retries=0)
@@ -341,3 +333,10 @@ def test_sale_html_200_is_invalid_response(client, server):
     result = client.track_sale(**SALE)
     assert_error_shape(result, 200)
     assert result["type"] == "invalid_response"
+
+
+def test_a_token_echoed_in_a_success_body_is_redacted(client, server):
+    server.queue(Reply(body={"success": True, "data": {"auth": f"Bearer {TOKEN}", TOKEN: 1}}))
+    result = client.track_lead(**LEAD)
+    assert result["success"] is True
+    assert TOKEN not in json.dumps(result)

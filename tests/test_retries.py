@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email.utils
 import math
-import socket
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -14,23 +13,11 @@ import pytest
 
 from cms_python import _retry
 
-from .conftest import LEAD
+from .conftest import LEAD, key_of
 from .servers import SUCCESS, Reply
 
 # The values `_retry` ships with, read before any test patches them.
 SHIPPED = (_retry.INITIAL_DELAY, _retry.MAX_DELAY, _retry.MAX_RETRY_AFTER)
-
-
-@pytest.fixture(autouse=True)
-def _fast_backoff(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Plain backoff in ~10 ms for the behavioural tests; the unit tests below see the shipped constants.
-    if "face" in request.fixturenames:
-        monkeypatch.setattr(_retry, "INITIAL_DELAY", 0.01)
-
-
-def key_of(recorded) -> str:
-    (value,) = [v for k, v in recorded.headers.items() if k.lower() == "idempotency-key"]
-    return value
 
 
 def is_uuid4(text: str) -> bool:
@@ -43,12 +30,6 @@ def is_uuid4(text: str) -> bool:
 
 def error_body(message: str) -> dict:
     return {"success": False, "error": message, "type": "server_error"}
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -92,8 +73,8 @@ def test_read_timeout_is_retried(face, server):
     assert len(server.requests) == 2
 
 
-def test_connect_refused_is_retried_then_network_error(face, count_backoffs):
-    client = face.client(host=f"http://127.0.0.1:{closed_port()}")
+def test_connect_refused_is_retried_then_network_error(face, closed_port, count_backoffs):
+    client = face.client(host=f"http://127.0.0.1:{closed_port}")
     result = client.track_lead(**LEAD)
     assert result["success"] is False
     assert result["type"] == "network_error"
@@ -102,8 +83,8 @@ def test_connect_refused_is_retried_then_network_error(face, count_backoffs):
     assert count_backoffs == [0, 1]
 
 
-def test_connect_refused_without_retries_tries_once(face, count_backoffs):
-    client = face.client(host=f"http://127.0.0.1:{closed_port()}", max_retries=0)
+def test_connect_refused_without_retries_tries_once(face, closed_port, count_backoffs):
+    client = face.client(host=f"http://127.0.0.1:{closed_port}", max_retries=0)
     result = client.track_lead(**LEAD)
     assert result["type"] == "network_error"
     assert count_backoffs == []
@@ -326,11 +307,13 @@ def test_unusable_retry_after_falls_back_to_backoff(client, server, value):
 # --- unit: backoff ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.shipped_backoff
 def test_shipped_constants():
     assert SHIPPED == (0.5, 8.0, 60.0)
     assert frozenset({408, 429, 500, 502, 503, 504}) == _retry.RETRYABLE_STATUSES
 
 
+@pytest.mark.shipped_backoff
 @pytest.mark.parametrize(("retry_number", "base"), [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 8.0)])
 def test_backoff_doubles_then_caps_with_at_most_25_percent_jitter(retry_number, base):
     samples = [_retry.backoff(retry_number) for _ in range(300)]
@@ -340,11 +323,13 @@ def test_backoff_doubles_then_caps_with_at_most_25_percent_jitter(retry_number, 
     assert max(samples) - min(samples) > 0.05 * base
 
 
+@pytest.mark.shipped_backoff
 @pytest.mark.parametrize("retry_number", [10, 60, 1000])
 def test_backoff_stays_capped_for_large_retry_numbers(retry_number):
     assert 6.0 <= _retry.backoff(retry_number) <= 8.0
 
 
+@pytest.mark.shipped_backoff
 def test_backoff_jitter_bounds_exactly(monkeypatch):
     monkeypatch.setattr(_retry.random, "random", lambda: 0.0)
     assert _retry.backoff(2) == 2.0
@@ -424,3 +409,10 @@ def test_retry_after_is_always_a_finite_non_negative_float_or_none():
     ]:
         wait = _retry.retry_after(headers(retry_after=value))
         assert wait is None or (isinstance(wait, float) and math.isfinite(wait) and wait >= 0), value
+
+
+def test_a_retry_after_date_beyond_any_calendar_is_ignored(face, server):
+    server.queue(Reply(status=503, body=b"", headers={"Retry-After": "Mon, 01 Jan 99999999999999999999 00:00:00 GMT"}))
+    result = face.client(host=server.url).track_lead(**LEAD)
+    assert result["success"] is True
+    assert len(server.requests) == 2

@@ -216,3 +216,25 @@ def test_signatures_show_the_readme_keywords(cls, method, required, optional):
     assert {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty} == dict.fromkeys(
         optional
     )
+
+
+class AmbiguousTruth:
+    """Like pandas.NA: comparing is fine, asking whether the comparison is true raises."""
+
+    def __eq__(self, other: object) -> AmbiguousTruth:  # type: ignore[override]
+        return self
+
+    __ne__ = __eq__  # type: ignore[assignment]
+
+    def __bool__(self) -> bool:
+        raise TypeError("boolean value of NA is ambiguous")
+
+    __hash__ = object.__hash__
+
+
+@pytest.mark.parametrize("field", ["customer_name", "mode", "click_id", "customer_email"])
+def test_values_with_ambiguous_truth_are_validation_errors(client, server, field):
+    result = client.track_lead(**{**LEAD, field: AmbiguousTruth()})
+    assert result["type"] == "validation_error"
+    assert field in result["details"]
+    assert server.requests == []
