@@ -8,10 +8,35 @@ if not result["success"]:
     print(result["error"], result["status_code"])
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._async_client import AsyncCMSClient
 from ._base import DEFAULT_HOST
 from ._client import CMSClient
-from ._types import TrackError, TrackResult, TrackSuccess
+from ._types import TrackError, TrackQueued, TrackResult, TrackSuccess
 from ._version import __version__
 
-__all__ = ["DEFAULT_HOST", "AsyncCMSClient", "CMSClient", "TrackError", "TrackResult", "TrackSuccess", "__version__"]
+if TYPE_CHECKING:
+    from ._outbox import FailedEvent, Outbox
+
+__all__ = [
+    "DEFAULT_HOST",
+    "AsyncCMSClient",
+    "CMSClient",
+    "FailedEvent",
+    "Outbox",
+    "TrackError",
+    "TrackQueued",
+    "TrackResult",
+    "TrackSuccess",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The outbox brings sqlite3 and a thread: loaded on first use, so that `import cms_python` stays light.
+    if name in ("Outbox", "FailedEvent"):
+        from . import _outbox  # noqa: PLC0415
+
+        return getattr(_outbox, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ from typing import Any, Concatenate, ParamSpec
 import httpx
 from cms_api_client import Client
 
-from ._attempts import Wait
+from ._attempts import Attempts, Done, GaveUp, Wait
 from ._base import ClientBase, tracking_method
 from ._operations import ApiResponse, TrackRequest
 from ._requests import build_lead, build_sale
@@ -64,6 +64,14 @@ class CMSClient(ClientBase[httpx.Client]):
             if not isinstance(decision, Wait):
                 return decision.result
             time.sleep(decision.seconds)
+
+    def _deliver(self, request: TrackRequest[Any]) -> Done | GaveUp:
+        """One attempt and its outcome, never a retry: for the `Outbox`, which schedules its own."""
+        attempts = Attempts(request, max_retries=0, token=self._token)
+        attempts.start()
+        decision = attempts.decide(self._attempt(request))
+        assert not isinstance(decision, Wait)  # no retries left after the first attempt
+        return decision
 
     def _attempt(self, request: TrackRequest[Any]) -> ApiResponse | httpx.HTTPError:
         try:

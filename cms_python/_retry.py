@@ -23,12 +23,12 @@ def is_retryable_exception(exc: httpx.HTTPError) -> bool:
     return isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError | httpx.ProxyError)
 
 
-def backoff(retry_number: int) -> float:
-    """Exponential backoff from INITIAL_DELAY, capped at MAX_DELAY, minus up to 25% jitter.
+def backoff(retry_number: int, cap: float = MAX_DELAY) -> float:
+    """Exponential backoff from INITIAL_DELAY, capped at `cap`, minus up to 25% jitter.
 
     The jitter spreads out clients that failed together, so they do not retry together.
     """
-    delay = min(INITIAL_DELAY * 2.0 ** min(retry_number, 16), MAX_DELAY)  # past 16 the cap holds anyway
+    delay = min(INITIAL_DELAY * 2.0 ** min(retry_number, 16), cap)  # past 16 any cap up to 9 hours holds anyway
     return delay * (1 - 0.25 * random.random())  # noqa: S311 - jitter, not cryptography
 
 

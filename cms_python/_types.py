@@ -28,3 +28,21 @@ class TrackError(TypedDict):
 
 
 TrackResult = TrackSuccess | TrackError
+
+
+class QueuedEvent(TypedDict):
+    """What `TrackQueued` says about the stored event."""
+
+    event_id: str
+    idempotency_key: str
+    #: True when an event with this idempotency key and the same content was already in the outbox: nothing new
+    #: was stored, and `event_id` is the earlier event's.
+    duplicate: bool
+
+
+class TrackQueued(TypedDict):
+    """`Outbox.track_lead` / `track_sale`: the event is stored on disk (committed) and will be delivered."""
+
+    success: Literal[True]
+    message: str
+    data: QueuedEvent

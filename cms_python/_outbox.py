@@ -1,0 +1,428 @@
+"""`Outbox`: tracking calls that return once the event is stored on disk, delivered by a background thread."""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import json
+import logging
+import math
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any, Concatenate, Literal, ParamSpec
+
+from ._client import CMSClient
+from ._operations import TrackRequest
+from ._outbox_delivery import POLL, Delivery, FailedEvent, Settings, failed_event
+
+__all__ = ["FailedEvent", "Outbox"]
+from ._outbox_store import Full, KeyReused, Store, process_owner
+from ._requests import build_lead, build_sale
+from ._results import error
+from ._types import TrackError, TrackQueued
+
+logger = logging.getLogger("cms_python")
+
+_P = ParamSpec("_P")
+OutboxResult = TrackQueued | TrackError
+
+_TRACK_DOC = """Queue a {kind} for delivery: the same keyword arguments and checks as `CMSClient.track_{kind}`.
+
+    Returns once the event is committed to the outbox's file: `{{"success": True, "message": "Event queued",
+    "data": {{"event_id", "idempotency_key", "duplicate"}}}}`. The time (`timestamp`, now in UTC unless given) and
+    the idempotency key are fixed now and sent with every attempt. An event already in the outbox under the same
+    `idempotency_key` with the same content is not stored again (`duplicate` True, "Event already queued");
+    with other content the result is an error of type `idempotency_key_reused`. Other errors, nothing stored:
+    `validation_error` (bad values), `outbox_full` (`max_pending` events wait), `storage_error` (the file
+    cannot be written: disk full, read-only). Never raises, but `TypeError` for unknown or missing keyword names
+    and `RuntimeError` after `close()`.
+    """
+
+
+def _enqueuer(
+    kind: Literal["lead", "sale"], build: Callable[_P, TrackRequest[Any] | TrackError]
+) -> Callable[Concatenate[Outbox, _P], OutboxResult]:
+    def method(self: Outbox, /, *args: _P.args, **kwargs: _P.kwargs) -> OutboxResult:
+        if self._closed:
+            raise RuntimeError("This Outbox is closed")
+        return self._enqueue(build(*args, **kwargs))
+
+    method.__name__ = f"track_{kind}"
+    method.__qualname__ = f"Outbox.track_{kind}"
+    method.__doc__ = _TRACK_DOC.format(kind=kind)
+    signature = inspect.signature(build)
+    self = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    method.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[self, *signature.parameters.values()], return_annotation="TrackQueued | TrackError"
+    )
+    return method
+
+
+class Outbox:
+    """Background delivery from a durable queue: `track_lead` / `track_sale` store the event in an SQLite file
+    and return at once; a daemon thread delivers it, paced, retrying until the API gives a definitive answer.
+    An acknowledged event survives a crash, a deploy or an outage: the next `Outbox` on the path delivers it.
+
+    Args:
+        path: the queue's file (created if missing, readable by its owner only), or `":memory:"` for a queue
+            that lives as long as the process. Several processes may share a file.
+        token, host: as for `CMSClient(token, host)` (same environment variables, same `ValueError`s).
+        client: a `CMSClient` to deliver through instead (then no token or host).
+        rate_limit: requests per minute, spread evenly and shared by the processes using the file; None for
+            no pacing. The API allows 60.
+        max_pending: how many undelivered events the file may hold; past it, `track_*` returns `outbox_full`.
+        max_age: seconds after which an undelivered event fails as `expired`; None: no limit.
+        on_failure: called as `on_failure(event, result)` in the delivery thread when an event fails for good
+            (a `FailedEvent` and its last result); what it raises is logged.
+        flush_on_exit: at interpreter exit (and by default in `close()`), how many seconds to keep delivering.
+        durability: `"process"`: an acknowledged event survives the process being killed (kill -9, OOM);
+            `"power"`: also a power loss or OS crash, at the cost of an fsync per event.
+
+    Raises `ValueError` for bad arguments and for a file that is not an outbox, is corrupt or was written by a
+    newer version (the message names the path; the file is left untouched), `OSError` when the file cannot be
+    created or opened.
+    """
+
+    track_lead = _enqueuer("lead", build_lead)
+    track_sale = _enqueuer("sale", build_sale)
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        token: str | None = None,
+        host: str | None = None,
+        *,
+        client: CMSClient | None = None,
+        rate_limit: float | None = 60,
+        max_pending: int = 1_000_000,
+        max_age: float | None = None,
+        on_failure: Callable[[FailedEvent, TrackError], object] | None = None,
+        flush_on_exit: float = 5.0,
+        durability: Literal["process", "power"] = "process",
+    ) -> None:
+        path = os.fspath(path)
+        _check_settings(
+            path,
+            rate_limit=rate_limit,
+            max_pending=max_pending,
+            max_age=max_age,
+            on_failure=on_failure,
+            flush_on_exit=flush_on_exit,
+            durability=durability,
+        )
+        if client is None:
+            client = CMSClient(token, host)
+            self._own_client = True
+        elif not isinstance(client, CMSClient):
+            raise TypeError(f"client must be a CMSClient, got {type(client).__name__}")
+        elif token is not None or host is not None:
+            raise ValueError("pass either client or token/host: the client already has its token and host")
+        else:
+            self._own_client = False
+        self._client = client
+        self._path = path
+        self._durability: Literal["process", "power"] = durability
+        self._max_pending = max_pending
+        self._flush_on_exit = float(flush_on_exit)
+        self._settings = Settings(
+            send=client._deliver,
+            interval=None if rate_limit is None else 60.0 / rate_limit,
+            max_age=max_age,
+            on_failure=on_failure,
+        )
+        try:
+            self._store = Store(path, durability)
+        except BaseException:
+            if self._own_client:
+                client.close()
+            raise
+        self._set_up_process()
+        _LIVE.add(self)
+        if self._store.counts()["pending"]:
+            self._delivering()
+
+    def _set_up_process(self) -> None:
+        """This process's state: a new one after a fork (the store was reopened by then)."""
+        self._owner = process_owner()
+        self._progress = threading.Condition()
+        self._start_lock = threading.Lock()
+        self._delivery: Delivery | None = None
+        self._closed = False
+        self._released = False
+        self._forked = False
+
+    def __repr__(self) -> str:
+        return f"Outbox({self._path!r}, host={self._client.host!r})"
+
+    # -- queueing -----------------------------------------------------------------------------------------------
+
+    def _enqueue(self, request: TrackRequest[Any] | TrackError) -> OutboxResult:
+        if not isinstance(request, TrackRequest):
+            return request
+        if self._forked:
+            self._reopen_after_fork()
+        body = request.body.to_dict()
+        stamped = "timestamp" not in body
+        if stamped:
+            body["timestamp"] = datetime.now(timezone.utc).isoformat()
+        key = request.idempotency_key
+        try:
+            event_id, duplicate = self._store.enqueue(
+                request.operation.kind,
+                key,
+                request.body.customer_external_id,
+                json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+                stamped=stamped,
+                now=self._settings.clock.now(),
+                max_pending=self._max_pending,
+            )
+        except Full:
+            logger.warning(
+                "CutMeShort outbox %s is full (max_pending=%d): an event was refused", self._path, self._max_pending
+            )
+            return error(
+                f"The outbox holds {self._max_pending} undelivered events (max_pending): the event was not stored",
+                kind="outbox_full",
+            )
+        except KeyReused as reused:
+            return error(
+                "This idempotency_key belongs to another event in the outbox, with different content",
+                kind="idempotency_key_reused",
+                details={"idempotency_key": "already used", "event_id": reused.event_id},
+            )
+        except sqlite3.Error as exc:
+            logger.warning("CutMeShort outbox %s: an event could not be stored: %s", self._path, exc)
+            return error(f"The event could not be stored in {self._path}: {exc}", kind="storage_error")
+        if not duplicate:
+            self._delivering()
+        return {
+            "success": True,
+            "message": "Event already queued" if duplicate else "Event queued",
+            "data": {"event_id": event_id, "idempotency_key": key, "duplicate": duplicate},
+        }
+
+    def _delivering(self) -> Delivery:
+        """The running delivery thread, started if need be, and woken if it waits for work."""
+        delivery = self._delivery
+        if delivery is None:
+            with self._start_lock:
+                delivery = self._delivery
+                if delivery is None:
+                    delivery = Delivery(self._store, self._owner, self._settings, self._progress, self._thread_ended)
+                    delivery.start()
+                    self._delivery = delivery
+                    return delivery
+        if delivery.idle:
+            delivery.wake()
+        return delivery
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver what is pending now (in this process or, if the file is shared, any other); wait for it.
+
+        True once none of the events pending at the call is pending any more (delivered, or failed for good);
+        False when `timeout` seconds passed first, or at once when delivery is paused (401/403; logged).
+        """
+        self._check_usable()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            horizon = self._store.last_seq()
+            if not self._store.pending_through(horizon):
+                return True
+            delivery = self._delivering()
+            while True:
+                if delivery.paused:
+                    logger.warning(
+                        "CutMeShort outbox %s: flush() returns False: delivery is paused after a 401/403 "
+                        "(see the ERROR above); call resume() once the token is fixed",
+                        self._path,
+                    )
+                    return False
+                remaining = POLL if deadline is None else min(POLL, deadline - time.monotonic())
+                with self._progress:
+                    if not self._store.pending_through(horizon):
+                        return True
+                    if remaining <= 0:
+                        return False
+                    self._progress.wait(remaining)
+        except sqlite3.Error as exc:
+            logger.warning("CutMeShort outbox %s: flush() returns False: the file cannot be read: %s", self._path, exc)
+            return False
+
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver for up to `timeout` seconds (default: `flush_on_exit`), then stop the thread and release this
+        process's claims. What is left stays in the file for the next `Outbox` on the path. Idempotent."""
+        if self._closed:
+            return
+        if self._forked:  # nothing of this process's own to close: leave the parent's file handles alone
+            self._closed = True
+            _LIVE.discard(self)
+            return
+        budget = self._flush_on_exit if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        if self._delivery is not None and budget > 0:
+            self.flush(budget)
+        self._closed = True
+        _LIVE.discard(self)
+        delivery = self._delivery
+        if delivery is None or delivery.stop(max(0.0, deadline - time.monotonic())):
+            self._release_resources()
+        # else: an attempt is still in flight; the thread records its outcome, then releases them itself.
+
+    def _thread_ended(self) -> None:
+        if self._closed:
+            self._release_resources()
+
+    def _release_resources(self) -> None:
+        with self._start_lock:
+            if self._released:
+                return
+            self._released = True
+            if self._own_client:
+                self._client.close()
+            self._store.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def resume(self) -> None:
+        """Deliver again after a pause (a 401 or 403 answer), e.g. once the token is fixed."""
+        self._check_usable()
+        if self._delivery is not None:
+            self._delivery.resume()
+
+    # -- inspection ---------------------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int | bool]:
+        """`{"pending", "failed", "delivered", "paused"}`: counts for the whole file (`delivered`: ever), and
+        whether this process's delivery is paused."""
+        self._check_usable()
+        counts: dict[str, int | bool] = dict(self._store.counts())
+        counts["paused"] = self._delivery is not None and self._delivery.paused
+        return counts
+
+    def failed(self) -> list[FailedEvent]:
+        """The events that failed for good (refused by the API, or expired), oldest first, with their last result."""
+        self._check_usable()
+        return [failed_event(event, json.loads(event.result or "null")) for event in self._store.failed_events()]
+
+    def retry_failed(self) -> int:
+        """Queue every failed event again (same idempotency key); returns how many."""
+        self._check_usable()
+        count = self._store.retry_failed()
+        if count:
+            self._delivering()
+        return count
+
+    def purge_failed(self) -> int:
+        """Delete every failed event; returns how many."""
+        self._check_usable()
+        return self._store.purge_failed()
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise RuntimeError("This Outbox is closed")
+        if self._forked:
+            self._reopen_after_fork()
+
+    # -- fork ---------------------------------------------------------------------------------------------------
+
+    def _reopen_after_fork(self) -> None:
+        """In a forked child, on first use: a connection, a claim owner and a thread of its own. The parent's
+        connection and HTTP connections are left untouched (closing them here would disturb the parent's)."""
+        with self._start_lock:
+            if not self._forked:
+                return
+            _ABANDONED.append(self._store)
+            if self._own_client:
+                inherited = self._client
+                _ABANDONED.append(inherited)
+                self._client = CMSClient(inherited._token, inherited.host, timeout=inherited.timeout)
+                self._settings.send = self._client._deliver
+            # A ":memory:" queue starts empty: its events stay the parent's to deliver.
+            self._store = Store(self._path, self._durability)
+        self._set_up_process()
+        if self._store.counts()["pending"]:
+            self._delivering()
+
+
+#: The outboxes of this process that are not closed: flushed at exit, reset in a forked child.
+_LIVE: weakref.WeakSet[Outbox] = weakref.WeakSet()
+#: What a forked child inherited and must neither use nor close (an SQLite connection must not cross a fork).
+_ABANDONED: list[object] = []
+_held_for_fork: list[Outbox] = []
+
+
+def _at_exit() -> None:
+    for outbox in list(_LIVE):
+        try:
+            outbox.close()
+        except Exception:
+            logger.exception("CutMeShort outbox %s: could not close at exit", outbox._path)
+
+
+def _before_fork() -> None:
+    # No thread of this process may be inside SQLite while it forks: the child would inherit its locks held.
+    _held_for_fork[:] = list(_LIVE)
+    for outbox in _held_for_fork:
+        outbox._store.lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for outbox in _held_for_fork:
+        outbox._store.lock.release()
+    _held_for_fork.clear()
+
+
+def _after_fork_in_child() -> None:
+    for outbox in _held_for_fork:
+        outbox._store.lock.release()
+        outbox._start_lock = threading.Lock()
+        outbox._forked = True
+    _held_for_fork.clear()
+
+
+def _check_settings(
+    path: object,
+    *,
+    rate_limit: object,
+    max_pending: object,
+    max_age: object,
+    on_failure: object,
+    flush_on_exit: object,
+    durability: object,
+) -> None:
+    if not isinstance(path, str) or not path:
+        raise TypeError("path must be a non-empty str or os.PathLike (or ':memory:')")
+    if rate_limit is not None and not _positive(rate_limit):
+        raise ValueError("rate_limit must be a positive number of requests per minute, or None for no pacing")
+    if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
+        raise ValueError("max_pending must be an int >= 1")
+    if max_age is not None and not _positive(max_age):
+        raise ValueError("max_age must be a positive number of seconds, or None for no limit")
+    if on_failure is not None and not callable(on_failure):
+        raise TypeError("on_failure must be callable, as on_failure(event, result)")
+    if not (_positive(flush_on_exit) or flush_on_exit == 0):
+        raise ValueError("flush_on_exit must be a number of seconds >= 0")
+    if durability not in ("process", "power"):
+        raise ValueError('durability must be "process" or "power"')
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
+
+
+atexit.register(_at_exit)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)

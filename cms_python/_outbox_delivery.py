@@ -1,0 +1,305 @@
+"""The outbox's delivery thread: claims stored events, sends each with one attempt, records the outcome.
+
+What to do with an outcome is decided here (the decision of one attempt is `CMSClient._deliver`'s, with
+`Attempts`): delivered; retry later (retryable: the event waits, with exponential backoff capped at
+`MAX_BACKOFF` or the server's Retry-After, and every process using the file holds off as long); failed
+(permanent, or older than `max_age`: `on_failure` is called); or pause (401/403: every event would fail the same
+way, so nothing is sent until `resume()`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import attrs
+from cms_api_client.types import UNSET
+
+from . import _retry
+from ._attempts import Done, GaveUp
+from ._operations import LEAD, SALE, Operation, TrackRequest
+from ._outbox_store import DELIVERED_MEMORY, Store, StoredEvent
+from ._results import error
+from ._types import TrackError
+
+logger = logging.getLogger("cms_python")
+
+#: The longest an event waits between attempts, and the longest Retry-After honoured.
+MAX_BACKOFF = 300.0
+#: Events claimed at once when there is no pacing (with pacing, one: each takes its own slot).
+BATCH = 32
+#: How often to look again when events are pending but none can be sent yet (another process holds them, or
+#: they wait for a retry), and, when nothing is pending, for events queued by other processes.
+POLL = 0.25
+IDLE_POLL = 1.0
+#: How often to look for claims of processes that died, and to forget old deliveries.
+DEAD_OWNER_CHECK = 1.0
+FORGET_EVERY = 3600.0
+_OPERATIONS: dict[str, Operation[Any]] = {"lead": LEAD, "sale": SALE}
+_PAUSING_STATUSES = (401, 403)
+
+
+class Clock(Protocol):
+    """Time as the delivery thread sees it (tests give a fake one)."""
+
+    def now(self) -> float:
+        """Wall-clock seconds (shared with other processes through the file)."""
+
+    def wait(self, wake: threading.Event, seconds: float) -> None:
+        """Wait `seconds` for pacing or a backoff, or less if `wake` is set."""
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    def wait(self, wake: threading.Event, seconds: float) -> None:
+        if wake.wait(seconds):
+            wake.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class FailedEvent:
+    """An event that will not be delivered as it is: refused by the API (`result` says why) or expired.
+
+    `arguments` are the `track_lead` / `track_sale` keyword arguments it was queued with (`timestamp` included,
+    the one the outbox stamped if none was given; the key is `idempotency_key`).
+    """
+
+    event_id: str
+    kind: Literal["lead", "sale"]
+    idempotency_key: str
+    arguments: dict[str, Any]
+    result: TrackError
+
+
+def failed_event(event: StoredEvent, result: TrackError) -> FailedEvent:
+    try:
+        model = _OPERATIONS[event.kind].payload.from_dict(json.loads(event.body))
+    except (KeyError, ValueError, TypeError):  # an event that failed as `invalid_event`
+        arguments = {}
+    else:
+        arguments = {name: value for name, value in attrs.asdict(model, recurse=False).items() if value is not UNSET}
+    return FailedEvent(event.event_id, event.kind, event.idempotency_key, arguments, result)
+
+
+@dataclass
+class Settings:
+    """The outbox's delivery settings, as given to `Outbox`."""
+
+    send: Callable[[TrackRequest[Any]], Done | GaveUp]
+    interval: float | None
+    max_age: float | None
+    on_failure: Callable[[FailedEvent, TrackError], object] | None
+    clock: Clock = field(default_factory=SystemClock)
+
+
+class Delivery:
+    """One delivery thread of one outbox in one process. `progress` is notified after each outcome."""
+
+    def __init__(
+        self,
+        store: Store,
+        owner: str,
+        settings: Settings,
+        progress: threading.Condition,
+        on_exit: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._on_exit = on_exit
+        self._owner = owner
+        self._settings = settings
+        self._progress = progress
+        self._wake = threading.Event()
+        #: Waiting with nothing pending: only then does a new event need to wake the thread (waking it for
+        #: each event would make every enqueue wait for the thread to run).
+        self.idle = False
+        self._stopping = False
+        self.paused = False
+        self._failures_in_a_row = 0
+        self._last_dead_owner_check = 0.0
+        self._last_forget = 0.0
+        self._storage_trouble = False
+        self._thread = threading.Thread(target=self._run, name=f"cms-outbox {store.path}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._wake.set()
+
+    def stop(self, timeout: float) -> bool:
+        """Ask the thread to stop after the attempt in flight; True once it has (its claims released)."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread.ident is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- the thread ---------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                try:
+                    self._step()
+                except sqlite3.Error as exc:
+                    self._storage_failed(exc)
+                except Exception:
+                    logger.exception("CutMeShort outbox %s: unexpected error in delivery; retrying", self._store.path)
+                    self._settings.clock.wait(self._wake, MAX_BACKOFF / 10)
+        finally:
+            # If this fails, the claims lapse with their lease, or at once when this process is gone.
+            with contextlib.suppress(sqlite3.Error):
+                self._store.release_owner(self._owner)
+            self._on_exit()
+
+    def _step(self) -> None:
+        if self.paused:
+            self._wake.wait(IDLE_POLL)
+            self._wake.clear()
+            return
+        clock = self._settings.clock
+        now = clock.now()
+        if now - self._last_forget >= FORGET_EVERY:
+            self._store.forget_deliveries(now - DELIVERED_MEMORY)
+            self._last_forget = now
+        interval = self._settings.interval
+        claim = self._store.claim(self._owner, now, 1 if interval is not None else BATCH, interval)
+        if self._storage_trouble:
+            self._storage_trouble = False
+            logger.warning("CutMeShort outbox %s: storage works again; delivering", self._store.path)
+        if claim.events:
+            self._deliver(claim.events)
+        elif claim.hold > 0:
+            clock.wait(self._wake, claim.hold)
+        elif not claim.pending:
+            self.idle = True
+            if self._wake.wait(IDLE_POLL):
+                self._wake.clear()
+            self.idle = False
+        else:
+            if now - self._last_dead_owner_check >= DEAD_OWNER_CHECK:
+                self._last_dead_owner_check = now
+                if self._store.release_dead_owners(now):
+                    return
+            clock.wait(self._wake, POLL)
+
+    def _deliver(self, events: list[StoredEvent]) -> None:
+        for index, event in enumerate(events):
+            if self._stopping or self.paused:
+                self._store.release(events[index:])
+                return
+            carry_on = self._deliver_one(event)
+            with self._progress:
+                self._progress.notify_all()
+            if not carry_on:
+                self._store.release(events[index + 1 :])
+                return
+
+    def _deliver_one(self, event: StoredEvent) -> bool:
+        """Send one claimed event and record the outcome; False when the rest of a batch must wait."""
+        settings = self._settings
+        max_age = settings.max_age
+        if max_age is not None and settings.clock.now() - event.queued_at >= max_age:
+            self._fail(event, _expired(event, max_age), attempted=False)
+            return True
+        try:
+            operation = _OPERATIONS[event.kind]
+            body = operation.payload.from_dict(json.loads(event.body))
+        except (KeyError, ValueError, TypeError) as exc:  # the file was edited by hand
+            self._fail(event, error(f"The stored event cannot be read: {exc}", kind="invalid_event"), attempted=False)
+            return True
+        decision = settings.send(TrackRequest(operation, body, event.idempotency_key))
+        now = settings.clock.now()
+        if isinstance(decision, Done) or _already_recorded(event, decision.result):
+            self._failures_in_a_row = 0
+            self._store.delivered(event, now)
+        elif decision.result["status_code"] in _PAUSING_STATUSES:
+            self._pause(event, decision.result)
+            return False
+        elif decision.retryable:
+            self._retry_later(event, decision, now)
+            return False
+        else:
+            self._failures_in_a_row = 0
+            self._fail(event, decision.result, attempted=True)
+        return True
+
+    def _retry_later(self, event: StoredEvent, decision: GaveUp, now: float) -> None:
+        self._failures_in_a_row += 1
+        requested = decision.retry_after
+        if requested is not None:
+            delay = hold = min(requested, MAX_BACKOFF)
+        else:
+            delay = _retry.backoff(event.attempts + 1, MAX_BACKOFF)  # 1 s, 2 s, 4 s, ... for the event
+            hold = _retry.backoff(self._failures_in_a_row - 1, MAX_BACKOFF)  # 0.5 s, 1 s, ... for all: an outage
+        not_before = now + delay
+        if self._settings.max_age is not None:  # due for expiry before then: fail it on time
+            not_before = min(not_before, event.queued_at + self._settings.max_age)
+        self._store.retry_later(event, dict(decision.result), not_before, now + hold)
+
+    def _pause(self, event: StoredEvent, result: TrackError) -> None:
+        self._store.release([event])
+        logger.error(
+            "CutMeShort outbox %s: delivery paused: the API answered %s (%s): the token is wrong or lacks access. "
+            "Nothing is lost; fix the token, then call outbox.resume() (or start a new process).",
+            self._store.path, result["status_code"], result["type"],
+        )  # fmt: skip
+        self.paused = True
+
+    def _fail(self, event: StoredEvent, result: TrackError, *, attempted: bool) -> None:
+        if not self._store.failed(event, dict(result), self._settings.clock.now(), attempted=attempted):
+            return
+        logger.warning(
+            "CutMeShort outbox %s: %s %s failed for good: status %s, type %s",
+            self._store.path, event.kind, event.event_id, result["status_code"], result["type"],
+        )  # fmt: skip
+        on_failure = self._settings.on_failure
+        if on_failure is None:
+            return
+        try:
+            on_failure(failed_event(event, result), result)
+        except Exception:
+            logger.exception("CutMeShort outbox %s: on_failure raised; delivery goes on", self._store.path)
+
+    def _storage_failed(self, exc: sqlite3.Error) -> None:
+        if not self._storage_trouble:
+            self._storage_trouble = True
+            logger.error(
+                "CutMeShort outbox %s: cannot read or write the file (%s); delivery retries every %.0f s",
+                self._store.path, exc, MAX_BACKOFF / 10,
+            )  # fmt: skip
+        self._settings.clock.wait(self._wake, MAX_BACKOFF / 10)
+
+
+def _already_recorded(event: StoredEvent, result: TrackError) -> bool:
+    """A 409 `duplicate_invoice` for a sale: the API keeps one sale per invoice, and this one is recorded."""
+    recorded = event.kind == "sale" and result["status_code"] == 409 and result["type"] == "duplicate_invoice"
+    if recorded:
+        logger.info("CutMeShort outbox: sale %s was already recorded (409 duplicate_invoice)", event.event_id)
+    return recorded
+
+
+def _expired(event: StoredEvent, max_age: float) -> TrackError:
+    last = json.loads(event.result) if event.result else None
+    return error(
+        f"Not delivered within max_age ({max_age:g} s) after {event.attempts} attempt(s)",
+        kind="expired",
+        details={"attempts": event.attempts, "last_result": last},
+    )

@@ -1,0 +1,483 @@
+"""The outbox's SQLite file: its schema, and every read and write of it, each in one transaction.
+
+One `Store` is one connection, shared by the threads of one `Outbox` under `lock`. Several processes may open
+the same file: SQLite's locks make each transaction atomic across them, and an event is sent only by the
+holder of its claim (`claim_owner` until `claim_expires`).
+
+Rows: an event is `pending` (to send), `failed` (a permanent refusal, or expired; kept until retried or
+purged) or `delivered` (its body dropped, its idempotency key and a fingerprint of its content kept for
+`DELIVERED_MEMORY`, so that the same event queued again is recognised). `counters` holds the pending and failed
+counts (kept by triggers, so a full-outbox check costs no scan), the total delivered, and `next_send_at`: the
+earliest time any process may send again (pacing, and the wait a 429 or an outage asks for).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+
+#: "CMSo" in the header's application_id field: tells an outbox from any other SQLite file.
+APPLICATION_ID = 0x434D536F
+#: The schema written here (PRAGMA user_version); a file with a higher one is from a newer SDK and refused.
+SCHEMA_VERSION = 1
+#: How long the keys (and content fingerprints) of delivered events are remembered.
+DELIVERED_MEMORY = 30 * 24 * 3600.0
+#: How long a claim holds an event for its process. A process that exits or closes releases its claims at
+#: once, and one that died on this host is noticed; only a claim of a process on another host runs this long.
+LEASE = 300.0
+#: How long a transaction waits for another process's to end before the operation fails.
+BUSY_TIMEOUT = 10.0
+MEMORY = ":memory:"
+
+_SCHEMA = """
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    customer TEXT NOT NULL,
+    body TEXT,
+    stamped INTEGER NOT NULL,
+    fingerprint TEXT,
+    queued_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    claim_owner TEXT,
+    claim_expires REAL,
+    result TEXT,
+    done_at REAL
+);
+CREATE INDEX pending_by_seq ON events (seq) WHERE state = 'pending';
+CREATE INDEX pending_by_customer ON events (customer, seq) WHERE state = 'pending';
+CREATE INDEX failed_by_seq ON events (seq) WHERE state = 'failed';
+CREATE INDEX delivered_by_time ON events (done_at) WHERE state = 'delivered';
+CREATE TABLE counters (name TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID;
+INSERT INTO counters VALUES ('pending', 0), ('failed', 0), ('delivered', 0), ('next_send_at', 0.0);
+CREATE TRIGGER count_insert AFTER INSERT ON events BEGIN
+    UPDATE counters SET value = value + 1 WHERE name = NEW.state;
+END;
+CREATE TRIGGER count_update AFTER UPDATE OF state ON events WHEN OLD.state != NEW.state BEGIN
+    UPDATE counters SET value = value - 1 WHERE name = OLD.state AND name != 'delivered';
+    UPDATE counters SET value = value + 1 WHERE name = NEW.state;
+END;
+CREATE TRIGGER count_delete AFTER DELETE ON events WHEN OLD.state != 'delivered' BEGIN
+    UPDATE counters SET value = value - 1 WHERE name = OLD.state;
+END;
+"""
+_ENQUEUE = """
+INSERT INTO events (kind, idempotency_key, customer, body, stamped, queued_at)
+SELECT ?, ?, ?, ?, ?, ? WHERE (SELECT value FROM counters WHERE name = 'pending') < ?
+ON CONFLICT (idempotency_key) DO NOTHING
+"""
+# The oldest sendable events, at most one per customer: the oldest pending event of its customer, not waiting
+# for a retry, not claimed by a live claim (the caller's own are stale: it claims only with nothing in flight).
+# A later event never overtakes an earlier one of its customer.
+_CLAIMABLE = """
+SELECT seq, kind, idempotency_key, body, stamped, queued_at, attempts, result FROM events AS e
+WHERE state = 'pending' AND not_before <= :now
+  AND (claim_expires IS NULL OR claim_expires <= :now OR claim_owner = :owner)
+  AND NOT EXISTS (
+    SELECT 1 FROM events AS earlier
+    WHERE earlier.state = 'pending' AND earlier.customer = e.customer AND earlier.seq < e.seq
+  )
+ORDER BY seq LIMIT :limit
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One event as stored: `body` is the request body (JSON text), `result` the last result dict (JSON)."""
+
+    seq: int
+    kind: Literal["lead", "sale"]
+    idempotency_key: str
+    body: str
+    stamped: bool
+    queued_at: float
+    attempts: int
+    result: str | None
+
+    @property
+    def event_id(self) -> str:
+        return str(self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What `Store.claim` found: events now held for the caller; else `hold` seconds until any process may send
+    again (0: not held), and how many events are pending in the whole file."""
+
+    events: list[StoredEvent]
+    hold: float
+    pending: int
+
+
+class Full(Exception):
+    """`max_pending` events are pending."""
+
+
+class KeyReused(Exception):
+    """The idempotency key belongs to another stored event with different content."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(event_id)
+        self.event_id = event_id
+
+
+def fingerprint(kind: str, body: str, stamped: bool) -> str:
+    """What makes two events "the same": their kind and request body, less the timestamp the outbox stamped."""
+    content = json.loads(body)
+    if stamped:
+        content.pop("timestamp", None)
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{kind}\n{canonical}".encode()).hexdigest()
+
+
+def process_owner() -> str:
+    """This process's claim owner: host (and PID namespace, for containers sharing a volume), PID, a nonce."""
+    return f"{_host()}|{os.getpid()}|{os.urandom(6).hex()}"
+
+
+def _host() -> str:
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:  # not Linux
+        namespace = 0
+    return f"{socket.gethostname()}:{namespace}"
+
+
+def _is_dead(owner: str) -> bool:
+    """True only when the owner is a process of this host (and PID namespace) that no longer exists."""
+    host, _, rest = owner.partition("|")
+    pid_text = rest.partition("|")[0]
+    if host != _host() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. another user's process: alive
+        return False
+    return False
+
+
+class Store:
+    """The outbox file (or an in-memory database), opened, checked and ready.
+
+    Raises `ValueError` (naming the path) when the file is not an outbox, is corrupt, or was written by a newer
+    SDK; `OSError` when it cannot be created or opened.
+    """
+
+    def __init__(self, path: str, durability: Literal["process", "power"]) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        if path == MEMORY:
+            self.connection = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
+            self.connection.executescript(_SCHEMA)
+            self._set_identity()
+            return
+        _create_owner_only(path)
+        try:
+            self.connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT)
+        except sqlite3.Error as exc:
+            raise OSError(f"Cannot open the outbox {path}: {exc}") from None
+        try:
+            self._open(durability)
+        except BaseException:
+            self.connection.close()
+            raise
+
+    def _open(self, durability: str) -> None:
+        try:
+            self._check()  # before anything is written: a file that is not an outbox is left untouched
+            # WAL: a commit appends to the log, and readers never block the writer.
+            self.connection.execute("PRAGMA journal_mode = WAL")
+            self.connection.execute(f"PRAGMA synchronous = {'FULL' if durability == 'power' else 'NORMAL'}")
+            with self.transaction():
+                if self._check() == "new":  # checked again: another process may have set it up meanwhile
+                    for statement in _statements(_SCHEMA):
+                        self.connection.execute(statement)
+                    self._set_identity()
+            self.connection.execute("SELECT value FROM counters").fetchall()
+        except sqlite3.OperationalError as exc:
+            raise OSError(f"Cannot open the outbox {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+            raise ValueError(
+                f"{self.path} is not a readable CutMeShort outbox ({exc}); it was left as it is. "
+                "Move it away to start a new outbox: the events in it may still be recoverable."
+            ) from None
+
+    def _check(self) -> Literal["new", "ours"]:
+        """Whether the file is empty (a new outbox) or an outbox this SDK reads; `ValueError` otherwise."""
+        connection = self.connection
+        application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        objects = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if application_id == 0 and version == 0 and objects == 0:
+            return "new"
+        if application_id != APPLICATION_ID:
+            raise ValueError(
+                f"{self.path} is an SQLite database but not a CutMeShort outbox; it was left as it is. "
+                "Give the Outbox a path of its own."
+            )
+        if version > SCHEMA_VERSION:
+            raise ValueError(
+                f"{self.path} is an outbox written by a newer cms-python-client (schema version {version}; this "
+                f"one reads up to {SCHEMA_VERSION}). Upgrade cms-python-client to deliver its events."
+            )
+        return "ours"
+
+    def _set_identity(self) -> None:
+        self.connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        self.connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def transaction(self) -> _Transaction:
+        """`with store.transaction():` a write transaction (BEGIN IMMEDIATE), committed or rolled back."""
+        return _Transaction(self.connection)
+
+    # -- enqueue ------------------------------------------------------------------------------------------------
+
+    def enqueue(
+        self, kind: str, key: str, customer: str, body: str, *, stamped: bool, now: float, max_pending: int
+    ) -> tuple[str, bool]:
+        """Store a pending event in one statement (its own transaction): `(event_id, duplicate)`.
+
+        An event with the same key and content already stored gives its id and `duplicate` True. Raises `Full`,
+        `KeyReused`, or `sqlite3.Error` (storage failure).
+        """
+        with self.lock:
+            cursor = self.connection.execute(_ENQUEUE, (kind, key, customer, body, stamped, now, max_pending))
+            if cursor.rowcount == 1:
+                return str(cursor.lastrowid), False
+            return self._not_inserted(kind, key, customer, body, stamped=stamped, now=now, max_pending=max_pending)
+
+    def _not_inserted(
+        self, kind: str, key: str, customer: str, body: str, *, stamped: bool, now: float, max_pending: int
+    ) -> tuple[str, bool]:
+        with self.transaction():
+            row = self.connection.execute(
+                "SELECT seq, kind, body, stamped, fingerprint FROM events WHERE idempotency_key = ?", (key,)
+            ).fetchone()
+            if row is not None:
+                seq, stored_kind, stored_body, stored_stamped, stored_fingerprint = row
+                known = stored_fingerprint or fingerprint(stored_kind, stored_body, bool(stored_stamped))
+                if known != fingerprint(kind, body, stamped):
+                    raise KeyReused(str(seq))
+                return str(seq), True
+            # The outbox was full when the statement ran; a delivery may have made room since.
+            cursor = self.connection.execute(_ENQUEUE, (kind, key, customer, body, stamped, now, max_pending))
+            if cursor.rowcount != 1:
+                raise Full
+            return str(cursor.lastrowid), False
+
+    # -- delivery -----------------------------------------------------------------------------------------------
+
+    def claim(self, owner: str, now: float, limit: int, interval: float | None) -> Claim:
+        """Hold up to `limit` sendable events for `owner` (one transaction), unless sending must wait.
+
+        `interval`: seconds between sends (pacing), shared by every process using the file: each claimed event
+        takes the next slot.
+        """
+        with self.lock, self.transaction():
+            connection = self.connection
+            counters = dict(
+                connection.execute("SELECT name, value FROM counters WHERE name IN ('pending', 'next_send_at')")
+            )
+            pending, next_send_at = counters["pending"], counters["next_send_at"]
+            hold = next_send_at - now
+            # A wait longer than any this outbox asks for is a wall-clock jump backwards: ignored.
+            if 0 < hold <= max(1000.0, 2 * (interval or 0)):
+                return Claim([], hold, pending)
+            if not pending:
+                return Claim([], 0.0, 0)
+            rows = connection.execute(_CLAIMABLE, {"now": now, "limit": limit, "owner": owner}).fetchall()
+            events = [StoredEvent(*row) for row in rows]
+            if events:
+                connection.execute(
+                    "UPDATE events SET claim_owner = ?, claim_expires = ? "
+                    "WHERE seq IN (SELECT value FROM json_each(?))",
+                    (owner, now + LEASE, _seqs(events)),
+                )
+                if interval is not None:
+                    connection.execute(
+                        "UPDATE counters SET value = ? WHERE name = 'next_send_at'", (now + interval * len(events),)
+                    )
+            return Claim(events, 0.0, pending)
+
+    def delivered(self, event: StoredEvent, now: float) -> None:
+        """Mark a claimed event delivered: its body goes, its key and fingerprint stay (`DELIVERED_MEMORY`)."""
+        print_ = fingerprint(event.kind, event.body, event.stamped)
+        with self.lock:
+            self.connection.execute(
+                "UPDATE events SET state = 'delivered', body = NULL, fingerprint = ?, done_at = ?, result = NULL, "
+                "claim_owner = NULL, claim_expires = NULL WHERE seq = ? AND state = 'pending'",
+                (print_, now, event.seq),
+            )
+
+    def failed(self, event: StoredEvent, result: dict[str, Any], now: float, *, attempted: bool) -> bool:
+        """Move a claimed event to failed with its last result; False if it was no longer pending."""
+        with self.lock:
+            cursor = self.connection.execute(
+                "UPDATE events SET state = 'failed', result = ?, done_at = ?, attempts = attempts + ?, "
+                "claim_owner = NULL, claim_expires = NULL WHERE seq = ? AND state = 'pending'",
+                (json.dumps(result), now, int(attempted), event.seq),
+            )
+            return cursor.rowcount == 1
+
+    def retry_later(self, event: StoredEvent, result: dict[str, Any], not_before: float, hold_until: float) -> None:
+        """Keep a claimed event pending, sendable from `not_before`; no process sends anything before
+        `hold_until` (the server's Retry-After, or the backoff of an outage)."""
+        with self.lock, self.transaction():
+            self.connection.execute(
+                "UPDATE events SET attempts = attempts + 1, not_before = ?, result = ?, "
+                "claim_owner = NULL, claim_expires = NULL WHERE seq = ? AND state = 'pending'",
+                (not_before, json.dumps(result), event.seq),
+            )
+            self.connection.execute(
+                "UPDATE counters SET value = max(value, ?) WHERE name = 'next_send_at'", (hold_until,)
+            )
+
+    def release(self, events: list[StoredEvent]) -> None:
+        """Give up claims without sending (a pause, a stop)."""
+        if events:
+            with self.lock:
+                self.connection.execute(
+                    "UPDATE events SET claim_owner = NULL, claim_expires = NULL "
+                    "WHERE seq IN (SELECT value FROM json_each(?)) AND state = 'pending'",
+                    (_seqs(events),),
+                )
+
+    def release_owner(self, owner: str) -> None:
+        """Give up every claim of `owner`."""
+        with self.lock:
+            self.connection.execute(
+                "UPDATE events SET claim_owner = NULL, claim_expires = NULL WHERE claim_owner = ?", (owner,)
+            )
+
+    def release_dead_owners(self, now: float) -> int:
+        """Free the claims of processes of this host that died (kill -9, OOM) without waiting for their lease."""
+        with self.lock:
+            owners = [
+                owner
+                for (owner,) in self.connection.execute(
+                    "SELECT DISTINCT claim_owner FROM events WHERE state = 'pending' AND claim_expires > ?", (now,)
+                )
+            ]
+            dead = [owner for owner in owners if _is_dead(owner)]
+            for owner in dead:
+                self.connection.execute(
+                    "UPDATE events SET claim_owner = NULL, claim_expires = NULL WHERE claim_owner = ?", (owner,)
+                )
+            return len(dead)
+
+    def forget_deliveries(self, before: float) -> None:
+        """Delete the rows of events delivered before `before`, a batch per transaction."""
+        while True:
+            with self.lock:
+                cursor = self.connection.execute(
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
+                    "WHERE state = 'delivered' AND done_at < ? LIMIT 5000)",
+                    (before,),
+                )
+            if cursor.rowcount < 5000:
+                return
+
+    # -- inspection and maintenance -----------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """pending, failed, delivered (ever) in the whole file."""
+        with self.lock:
+            rows = self.connection.execute(
+                "SELECT name, value FROM counters WHERE name IN ('pending', 'failed', 'delivered')"
+            ).fetchall()
+        return {name: int(value) for name, value in rows}
+
+    def last_seq(self) -> int:
+        with self.lock:
+            row = self.connection.execute("SELECT max(seq) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    def pending_through(self, seq: int) -> bool:
+        """Whether any event up to `seq` is still pending."""
+        with self.lock:
+            row = self.connection.execute(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE state = 'pending' AND seq <= ?)", (seq,)
+            ).fetchone()
+        return bool(row[0])
+
+    def failed_events(self) -> list[StoredEvent]:
+        with self.lock:
+            rows = self.connection.execute(
+                "SELECT seq, kind, idempotency_key, body, stamped, queued_at, attempts, result FROM events "
+                "WHERE state = 'failed' ORDER BY seq"
+            ).fetchall()
+        return [StoredEvent(*row) for row in rows]
+
+    def retry_failed(self) -> int:
+        """Move every failed event back to pending, to be sent as soon as possible."""
+        with self.lock:
+            return self.connection.execute(
+                "UPDATE events SET state = 'pending', attempts = 0, not_before = 0, done_at = NULL "
+                "WHERE state = 'failed'"
+            ).rowcount
+
+    def purge_failed(self) -> int:
+        """Delete every failed event (their keys are forgotten too)."""
+        with self.lock:
+            return self.connection.execute("DELETE FROM events WHERE state = 'failed'").rowcount
+
+    def close(self) -> None:
+        with self.lock:
+            self.connection.close()
+
+
+class _Transaction:
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def __enter__(self) -> None:
+        self._connection.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: object) -> None:
+        if exc_type is None:
+            self._connection.execute("COMMIT")
+        elif self._connection.in_transaction:
+            self._connection.execute("ROLLBACK")
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a script, to run inside a transaction (`executescript` would commit it first)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current)
+            current = ""
+    return statements
+
+
+def _seqs(events: list[StoredEvent]) -> str:
+    return json.dumps([event.seq for event in events])
+
+
+def _create_owner_only(path: str) -> None:
+    """Create the file (and missing folders) if it does not exist: readable by its owner only, since events hold
+    customer details. An existing file keeps its permissions."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(descriptor)

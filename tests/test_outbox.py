@@ -1,0 +1,575 @@
+"""`Outbox` in one process: queueing, delivery outcomes, order, pacing, limits, the file, the lifecycle.
+
+Most tests deliver to the sandbox (in-process transport) and drive time with `FakeClock`, so that backoffs,
+Retry-After and pacing are checked exactly and take no real time; one pacing test uses real time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cms_python import CMSClient, FailedEvent, Outbox
+from cms_python._outbox_delivery import MAX_BACKOFF
+from cms_python.testing import SANDBOX_HOST, Sandbox
+
+from .conftest import LEAD, SALE, TOKEN
+from .servers import LoopbackServer, Reply
+
+
+class FakeClock:
+    """Time that moves only when the delivery thread waits: every wait is recorded and returns at once."""
+
+    def __init__(self) -> None:
+        self.time = 1_800_000_000.0
+        self.waits: list[float] = []
+
+    def now(self) -> float:
+        return self.time
+
+    def wait(self, wake: threading.Event, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.time += seconds
+        wake.clear()
+
+
+class Recorder:
+    """Wraps the outbox's send: the fake time and idempotency key of every attempt."""
+
+    def __init__(self, outbox: Outbox, clock: FakeClock | None) -> None:
+        self.attempts: list[tuple[float, str]] = []
+        send = outbox._settings.send
+
+        def recording(request: Any) -> Any:
+            self.attempts.append((clock.now() if clock else time.monotonic(), request.idempotency_key))
+            return send(request)
+
+        outbox._settings.send = recording
+
+    def times(self, key: str | None = None) -> list[float]:
+        return [at for at, sent_key in self.attempts if key is None or sent_key == key]
+
+
+@pytest.fixture
+def sandbox() -> Sandbox:
+    return Sandbox()
+
+
+@pytest.fixture
+def make(sandbox: Sandbox, tmp_path: Path) -> Iterator[Callable[..., tuple[Outbox, FakeClock]]]:
+    """`make(**outbox_kwargs)`: an outbox on a new file delivering to the sandbox, on a fake clock, no pacing."""
+    made: list[Outbox] = []
+    clients: list[CMSClient] = []
+
+    def build(
+        path: str | Path | None = None, *, client: CMSClient | None = None, real_time: bool = False, **kwargs: Any
+    ):
+        if client is None:
+            client = sandbox.client()
+            clients.append(client)
+        kwargs.setdefault("rate_limit", None)
+        outbox = Outbox(path or tmp_path / f"outbox{len(made)}.sqlite3", client=client, **kwargs)
+        clock = FakeClock()
+        if not real_time:
+            outbox._settings.clock = clock
+        made.append(outbox)
+        return outbox, clock
+
+    yield build
+    for outbox in made:
+        outbox.close(timeout=0)
+    for client in clients:
+        client.close()
+
+
+def sale(**overrides: Any) -> dict[str, Any]:
+    return {**SALE, **overrides}
+
+
+def lead(**overrides: Any) -> dict[str, Any]:
+    return {**LEAD, **overrides}
+
+
+# -- queueing ---------------------------------------------------------------------------------------------------
+
+
+def test_a_queued_event_is_acknowledged_then_delivered_with_its_key(make, sandbox: Sandbox) -> None:
+    outbox, _ = make()
+    result = outbox.track_sale(**sale())
+    assert result == {
+        "success": True,
+        "message": "Event queued",
+        "data": {"event_id": result["data"]["event_id"], "idempotency_key": result["data"]["idempotency_key"],
+                 "duplicate": False},
+    }  # fmt: skip
+    assert outbox.flush(timeout=10) is True
+    (request,) = sandbox.requests
+    assert request.idempotency_key == result["data"]["idempotency_key"]
+    assert sandbox.sales[0].invoice_id == "inv_987"
+    assert outbox.stats() == {"pending": 0, "failed": 0, "delivered": 1, "paused": False}
+
+
+def test_time_is_fixed_at_enqueue_and_kept_when_given(make, sandbox: Sandbox) -> None:
+    outbox, _ = make()
+    before = datetime.now(timezone.utc)
+    outbox.track_lead(**lead(customer_external_id="a"))
+    after = datetime.now(timezone.utc)
+    given = datetime(2024, 5, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    outbox.track_lead(**lead(customer_external_id="b", timestamp=given))
+    assert outbox.flush(timeout=10)
+    stamped, kept = (datetime.fromisoformat(request.json["timestamp"]) for request in sandbox.requests)
+    assert before <= stamped <= after
+    assert kept == given
+
+
+def test_invalid_values_store_nothing(make) -> None:
+    outbox, _ = make()
+    result = outbox.track_sale(**sale(amount=49.99))
+    assert result["type"] == "validation_error"
+    assert result["details"] == {"amount": "must be an int number of cents, got float"}
+    assert outbox.stats()["pending"] == 0
+
+
+def test_the_same_key_and_content_is_stored_once(make, sandbox: Sandbox) -> None:
+    outbox, _ = make()
+    first = outbox.track_lead(**lead(idempotency_key="signup-42"))
+    again = outbox.track_lead(**lead(idempotency_key="signup-42"))  # a new stamped time does not count
+    assert again == {
+        "success": True,
+        "message": "Event already queued",
+        "data": {"event_id": first["data"]["event_id"], "idempotency_key": "signup-42", "duplicate": True},
+    }
+    assert outbox.flush(timeout=10)
+    assert len(sandbox.requests) == 1
+    after_delivery = outbox.track_lead(**lead(idempotency_key="signup-42"))  # remembered once delivered
+    assert after_delivery["data"]["duplicate"] is True
+    assert outbox.stats()["pending"] == 0
+
+
+def test_the_same_key_with_other_content_is_refused(make) -> None:
+    outbox, _ = make()
+    first = outbox.track_lead(**lead(idempotency_key="signup-42"))
+    other = outbox.track_lead(**lead(idempotency_key="signup-42", event_name="other"))
+    assert other["success"] is False
+    assert (other["type"], other["status_code"]) == ("idempotency_key_reused", None)
+    assert other["details"]["event_id"] == first["data"]["event_id"]
+    assert outbox.track_sale(**sale(idempotency_key="signup-42"))["type"] == "idempotency_key_reused"
+
+
+def test_a_full_outbox_refuses_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Nothing listens on port 9: every attempt fails, so events stay pending.
+    with Outbox(tmp_path / "o.sqlite3", TOKEN, "http://127.0.0.1:9", max_pending=2) as outbox:
+        assert outbox.track_lead(**lead(customer_external_id="a"))["success"]
+        assert outbox.track_lead(**lead(customer_external_id="b", idempotency_key="b"))["success"]
+        with caplog.at_level(logging.WARNING, logger="cms_python"):
+            full = outbox.track_lead(**lead(customer_external_id="c"))
+        assert (full["success"], full["type"], full["status_code"]) == (False, "outbox_full", None)
+        assert "full" in caplog.text
+        assert outbox.track_lead(**lead(customer_external_id="b", idempotency_key="b"))["data"]["duplicate"]
+        assert outbox.stats()["pending"] == 2
+        outbox.close(timeout=0)
+
+
+def test_a_storage_failure_is_a_storage_error(make, caplog: pytest.LogCaptureFixture) -> None:
+    outbox, _ = make()
+    outbox.track_lead(**lead(customer_external_id="first"))
+    assert outbox.flush(timeout=10)
+    connection = outbox._store.connection
+    pages = connection.execute("PRAGMA page_count").fetchone()[0]
+    connection.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full
+    with caplog.at_level(logging.WARNING, logger="cms_python"):
+        results = [
+            outbox.track_lead(**lead(customer_external_id=f"c{i}", customer_name="x" * 20_000)) for i in range(3)
+        ]
+    assert [(result["success"], result["type"], result["status_code"]) for result in results] == [
+        (False, "storage_error", None)
+    ] * 3
+    assert "full" in results[0]["error"]
+    assert "could not be stored" in caplog.text
+    connection.execute("PRAGMA max_page_count = 1000000")
+    assert outbox.track_lead(**lead(customer_external_id="later"))["success"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files")
+def test_a_read_only_file_is_a_storage_error(make, tmp_path: Path) -> None:
+    path = tmp_path / "ro.sqlite3"
+    outbox, _ = make(path)
+    outbox.close()
+    for file in tmp_path.iterdir():
+        file.chmod(0o400)
+    outbox, _ = make(path)
+    assert outbox.track_lead(**LEAD)["type"] == "storage_error"
+
+
+# -- delivery outcomes ------------------------------------------------------------------------------------------
+
+
+def test_retryable_failures_stay_queued_and_are_sent_again_under_the_same_key(make, sandbox: Sandbox) -> None:
+    outbox, clock = make()
+    recorder = Recorder(outbox, clock)
+    sandbox.fail_next(503, times=3)
+    key = outbox.track_lead(**LEAD)["data"]["idempotency_key"]
+    assert outbox.flush(timeout=10)
+    assert [request.status for request in sandbox.requests] == [503, 503, 503, 200]
+    assert {request.idempotency_key for request in sandbox.requests} == {key}
+    gaps = [b - a for a, b in itertools.pairwise(recorder.times())]
+    assert len(gaps) == 3
+    assert all(gap >= 0.75 for gap in gaps)  # backoff from 1 s (less up to 25% jitter), doubling
+    assert outbox.stats() == {"pending": 0, "failed": 0, "delivered": 1, "paused": False}
+
+
+def test_backoff_is_capped_at_five_minutes(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite3", TOKEN, "http://127.0.0.1:9", rate_limit=None) as outbox:
+        clock = FakeClock()
+        outbox._settings.clock = clock
+        recorder = Recorder(outbox, clock)
+        outbox.track_lead(**LEAD)
+        while len(recorder.attempts) < 14:
+            time.sleep(0.01)
+        times = recorder.times()
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert max(gaps) <= MAX_BACKOFF + 1
+        assert gaps[-1] >= 0.75 * MAX_BACKOFF
+        outbox.close(timeout=0)
+
+
+def test_retry_after_is_honoured(make, sandbox: Sandbox) -> None:
+    outbox, clock = make()
+    recorder = Recorder(outbox, clock)
+    sandbox.fail_next(429, retry_after=7)
+    outbox.track_lead(**lead(customer_external_id="a"))
+    outbox.track_lead(**lead(customer_external_id="b"))
+    assert outbox.flush(timeout=10)
+    first, *later = recorder.times()
+    assert min(later) - first == 7  # nothing at all is sent before the wait the server asked for
+    assert outbox.stats()["delivered"] == 2
+
+
+def test_a_permanent_refusal_fails_the_event_and_calls_on_failure(make, sandbox: Sandbox) -> None:
+    calls: list[tuple[FailedEvent, dict[str, Any]]] = []
+    outbox, _ = make(on_failure=lambda event, result: calls.append((event, result)))
+    sandbox.fail_next(422)
+    key = outbox.track_sale(**sale(customer_email="jane@example.com"))["data"]["idempotency_key"]
+    assert outbox.flush(timeout=10)
+    ((event, result),) = calls
+    assert (event.kind, event.idempotency_key) == ("sale", key)
+    assert (result["status_code"], result["type"]) == (422, "sandbox_fault")
+    assert event.result == result
+    assert event.arguments == {
+        **SALE,
+        "customer_email": "jane@example.com",
+        "timestamp": event.arguments["timestamp"],
+    }
+    assert outbox.failed() == [event]
+    assert outbox.stats() == {"pending": 0, "failed": 1, "delivered": 0, "paused": False}
+    assert outbox.retry_failed() == 1
+    assert outbox.flush(timeout=10)
+    assert outbox.stats() == {"pending": 0, "failed": 0, "delivered": 1, "paused": False}
+    assert [request.idempotency_key for request in sandbox.requests] == [key, key]
+
+
+def test_an_exception_in_on_failure_is_logged_and_delivery_goes_on(
+    make, sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(event: FailedEvent, result: dict[str, Any]) -> None:
+        raise RuntimeError("bug in the callback")
+
+    outbox, _ = make(on_failure=broken)
+    sandbox.fail_next(400)
+    outbox.track_lead(**lead(customer_external_id="a"))
+    outbox.track_lead(**lead(customer_external_id="b"))
+    with caplog.at_level(logging.ERROR, logger="cms_python"):
+        assert outbox.flush(timeout=10)
+    assert "on_failure raised" in caplog.text
+    assert "bug in the callback" in caplog.text  # the traceback
+    assert outbox.stats() == {"pending": 0, "failed": 1, "delivered": 1, "paused": False}
+    assert outbox.purge_failed() == 1
+    assert outbox.stats()["failed"] == 0
+
+
+def test_a_409_duplicate_invoice_counts_as_delivered(make, sandbox: Sandbox) -> None:
+    with sandbox.client() as client:
+        assert client.track_sale(**sale(amount=100))["success"]  # the invoice is recorded already
+    outbox, _ = make()
+    outbox.track_sale(**sale(amount=200))
+    outbox.track_lead(**lead(customer_external_id="deferred", mode="deferred"))
+    outbox.track_lead(**lead(customer_external_id="deferred"))  # 409 duplicate_attribution: a real failure
+    assert outbox.flush(timeout=10)
+    assert [request.response["type"] for request in sandbox.requests if request.status == 409] == [
+        "duplicate_invoice",
+        "duplicate_attribution",
+    ]
+    assert outbox.stats() == {"pending": 0, "failed": 1, "delivered": 2, "paused": False}
+    assert outbox.failed()[0].result["type"] == "duplicate_attribution"
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_401_and_403_pause_delivery_until_resume(
+    make, sandbox: Sandbox, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    outbox, _ = make()
+    sandbox.fail_next(status)
+    with caplog.at_level(logging.ERROR, logger="cms_python"):
+        for customer in "abc":
+            outbox.track_lead(**lead(customer_external_id=customer))
+        deadline = time.monotonic() + 10
+        while not outbox.stats()["paused"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert outbox.flush(timeout=30) is False  # at once: the timeout is not what ended it
+    assert outbox.stats() == {"pending": 3, "failed": 0, "delivered": 0, "paused": True}
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "paused" in errors[0].getMessage()
+    assert len(sandbox.requests) == 1
+    outbox.resume()
+    assert outbox.flush(timeout=10) is True
+    assert outbox.stats() == {"pending": 0, "failed": 0, "delivered": 3, "paused": False}
+
+
+def test_max_age_expires_undelivered_events(tmp_path: Path) -> None:
+    expired: list[FailedEvent] = []
+    with Outbox(
+        tmp_path / "o.sqlite3", TOKEN, "http://127.0.0.1:9", rate_limit=None, max_age=600,
+        on_failure=lambda event, result: expired.append(event),
+    ) as outbox:  # fmt: skip
+        outbox._settings.clock = FakeClock()
+        outbox.track_lead(**LEAD)
+        assert outbox.flush(timeout=10)
+        (event,) = expired
+        assert event.result["type"] == "expired"
+        assert event.result["details"]["last_result"]["type"] == "network_error"
+        assert event.result["details"]["attempts"] >= 5
+        assert outbox.stats()["failed"] == 1
+
+
+# -- order and pacing -------------------------------------------------------------------------------------------
+
+
+class FailKey(httpx.BaseTransport):
+    """The sandbox, but the requests with one idempotency key get a 503 the first `times` times; no request is
+    answered before `gate` is set."""
+
+    def __init__(self, sandbox: Sandbox, key: str, times: int) -> None:
+        self._inner = sandbox.transport()
+        self._key = key
+        self.left = times
+        self.gate = threading.Event()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.gate.wait(10)
+        if request.headers.get("idempotency-key") == self._key and self.left:
+            self.left -= 1
+            return httpx.Response(503, json={"success": False, "error": "down", "type": "unavailable"})
+        return self._inner.handle_request(request)
+
+
+def test_a_customer_s_events_arrive_in_order_while_others_go_ahead(make, sandbox: Sandbox) -> None:
+    transport = FailKey(sandbox, "a-1", times=3)
+    with CMSClient(TOKEN, SANDBOX_HOST, http_client=httpx.Client(transport=transport)) as client:
+        outbox, _ = make(client=client)
+        outbox.track_lead(**lead(customer_external_id="a", idempotency_key="a-1", mode="deferred"))
+        for number in range(2, 5):
+            outbox.track_lead(event_name=f"step{number}", customer_external_id="a", idempotency_key=f"a-{number}")
+        for number in range(1, 6):
+            outbox.track_lead(**lead(customer_external_id=f"other{number}", idempotency_key=f"b-{number}"))
+        transport.gate.set()  # everything is queued: a-1 fails, and the others' turn comes while it waits
+        assert outbox.flush(timeout=10)
+    assert transport.left == 0
+    delivered = [request.idempotency_key for request in sandbox.requests if request.status == 200]
+    assert [key for key in delivered if key.startswith("a-")] == ["a-1", "a-2", "a-3", "a-4"]
+    assert delivered.index("b-5") < delivered.index("a-1")  # the others were not held up by a-1's retries
+    assert [lead.click_id_source for lead in sandbox.leads if lead.customer_external_id == "a"] == [
+        "request", "association", "association", "association",
+    ]  # fmt: skip
+
+
+def test_pacing_spreads_requests_evenly(make, sandbox: Sandbox) -> None:
+    outbox, clock = make(rate_limit=60)
+    recorder = Recorder(outbox, clock)
+    for number in range(6):
+        outbox.track_lead(**lead(customer_external_id=f"c{number}"))
+    assert outbox.flush(timeout=10)
+    times = recorder.times()
+    assert [round(b - a, 6) for a, b in itertools.pairwise(times)] == [1.0] * 5
+
+
+def test_pacing_in_real_time(make, sandbox: Sandbox) -> None:
+    outbox, _ = make(rate_limit=600, real_time=True)  # one request every 0.1 s
+    recorder = Recorder(outbox, None)
+    started = time.monotonic()
+    for number in range(6):
+        outbox.track_lead(**lead(customer_external_id=f"c{number}"))
+    assert outbox.flush(timeout=10)
+    times = recorder.times()
+    assert all(b - a >= 0.09 for a, b in itertools.pairwise(times))
+    assert time.monotonic() - started < 5  # spread, not stalled
+
+
+# -- the file ---------------------------------------------------------------------------------------------------
+
+
+def test_a_new_file_is_readable_by_its_owner_only(make, tmp_path: Path) -> None:
+    path = tmp_path / "new" / "folder" / "o.sqlite3"
+    outbox, _ = make(path)
+    outbox.track_lead(**LEAD)
+    assert path.stat().st_mode & 0o777 == 0o600
+    existing = tmp_path / "existing.sqlite3"
+    existing.touch(mode=0o640)
+    existing.chmod(0o640)
+    make(existing)
+    assert existing.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not a database at all, but someone's notes\n" * 100, "not a readable CutMeShort outbox"),
+        (b"SQLite format 3\x00" + b"\xff" * 200, "not a readable CutMeShort outbox"),
+    ],
+)
+def test_a_corrupt_file_is_refused_and_left_alone(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "o.sqlite3"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as raised:
+        Outbox(path, TOKEN)
+    assert str(path) in str(raised.value)
+    assert path.read_bytes() == content
+    assert sorted(os.listdir(tmp_path)) == ["o.sqlite3"]
+
+
+def test_another_sqlite_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="not a CutMeShort outbox") as raised:
+        Outbox(path, TOKEN)
+    assert str(path) in str(raised.value)
+    assert path.read_bytes() == before
+
+
+def test_a_file_from_a_newer_version_is_refused(make, tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    outbox, _ = make(path)
+    outbox.close()
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA user_version = 2")
+    with pytest.raises(ValueError, match="newer cms-python-client") as raised:
+        Outbox(path, TOKEN)
+    assert str(path) in str(raised.value)
+
+
+def test_events_left_in_the_file_are_delivered_by_the_next_outbox(make, sandbox: Sandbox, tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    with Outbox(path, TOKEN, "http://127.0.0.1:9") as down:  # the API is unreachable
+        key = down.track_sale(**SALE)["data"]["idempotency_key"]
+        down.close(timeout=0)
+    outbox, _ = make(path)  # starts delivering at once: the file holds a pending event
+    assert outbox.flush(timeout=10)
+    assert [request.idempotency_key for request in sandbox.requests] == [key]
+
+
+def test_claims_are_released_at_close(tmp_path: Path) -> None:
+    # Two outboxes on one file are two claim owners. The first claims a batch, sends one event to an API that
+    # hangs, and closes: the second must not wait for the first one's leases to run out.
+    server = LoopbackServer()
+    server.queue(Reply(delay=2))
+    path = tmp_path / "o.sqlite3"
+    try:
+        first = Outbox(path, TOKEN, server.url, rate_limit=None)
+        for number in range(10):
+            first.track_lead(**lead(customer_external_id=f"c{number}"))
+        while not server.requests:
+            time.sleep(0.01)
+        first.close(timeout=0)
+        with Outbox(path, TOKEN, server.url, rate_limit=None) as second:
+            assert second.flush(timeout=20)
+    finally:
+        server.close()
+
+
+# -- lifecycle --------------------------------------------------------------------------------------------------
+
+
+def test_flush_times_out_when_the_api_is_down(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite3", TOKEN, "http://127.0.0.1:9") as outbox:
+        outbox.track_lead(**LEAD)
+        assert outbox.flush(timeout=0.2) is False
+        assert outbox.stats()["pending"] == 1
+        outbox.close(timeout=0)
+
+
+def test_a_closed_outbox_refuses_calls(make) -> None:
+    outbox, _ = make()
+    outbox.close()
+    outbox.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        outbox.track_lead(**LEAD)
+    with pytest.raises(RuntimeError, match="closed"):
+        outbox.flush()
+
+
+def test_memory_outbox_delivers(make, sandbox: Sandbox) -> None:
+    outbox, _ = make(":memory:")
+    outbox.track_sale(**SALE)
+    assert outbox.flush(timeout=10)
+    assert len(sandbox.sales) == 1
+
+
+def test_arguments_are_checked_at_construction(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    with pytest.raises(ValueError, match="No API token"):
+        Outbox(path)
+    for name, bad in (
+        ("rate_limit", 0),
+        ("rate_limit", True),
+        ("max_pending", 0),
+        ("max_age", -1),
+        ("flush_on_exit", -1),
+        ("durability", "disk"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            Outbox(path, TOKEN, **{name: bad})
+    with pytest.raises(ValueError, match="either client or token"):
+        Outbox(path, TOKEN, client=CMSClient(TOKEN))
+    with pytest.raises(TypeError, match="CMSClient"):
+        Outbox(path, client=object())  # type: ignore[arg-type]
+    assert not path.exists()
+
+
+def test_importing_cms_python_does_not_load_the_outbox() -> None:
+    code = "import sys, cms_python; print('sqlite3' in sys.modules, 'cms_python._outbox' in sys.modules)"
+    assert subprocess.check_output([sys.executable, "-c", code], text=True).split() == ["False", "False"]
+
+
+def test_repr_and_logs_never_show_the_token(make, sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    outbox = Outbox(":memory:", TOKEN, "http://127.0.0.1:9")
+    outbox.track_lead(**LEAD)
+    outbox.flush(timeout=0.1)
+    assert TOKEN not in repr(outbox)
+    outbox.close(timeout=0)
+    assert TOKEN not in caplog.text
+
+
+def test_the_stored_body_is_what_is_sent(make, sandbox: Sandbox) -> None:
+    outbox, _ = make()
+    sandbox.fail_next(422)  # a failed event keeps its body
+    outbox.track_lead(**lead(customer_name="Zoë", customer_email="zoe@example.com"))
+    assert outbox.flush(timeout=10)
+    (body,) = outbox._store.connection.execute("SELECT body FROM events").fetchone()
+    assert json.loads(body) == sandbox.requests[0].json
