@@ -218,6 +218,7 @@ def test_a_read_only_file_is_a_storage_error(make, tmp_path: Path) -> None:
 # -- delivery outcomes ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.shipped_backoff
 def test_retryable_failures_stay_queued_and_are_sent_again_under_the_same_key(make, sandbox: Sandbox) -> None:
     outbox, clock = make()
     recorder = Recorder(outbox, clock)
@@ -232,6 +233,7 @@ def test_retryable_failures_stay_queued_and_are_sent_again_under_the_same_key(ma
     assert outbox.stats() == {"pending": 0, "failed": 0, "delivered": 1, "paused": False}
 
 
+@pytest.mark.shipped_backoff
 def test_backoff_is_capped_at_five_minutes(tmp_path: Path) -> None:
     with Outbox(tmp_path / "o.sqlite3", TOKEN, "http://127.0.0.1:9", rate_limit=None) as outbox:
         clock = FakeClock()
