@@ -15,6 +15,7 @@ import httpx
 
 from . import _retry
 from ._operations import ApiResponse, TrackRequest
+from ._printable import printable
 from ._redaction import redact
 from ._results import from_exception, from_response
 from ._types import TrackError, TrackResult, TrackSuccess
@@ -88,9 +89,10 @@ class Attempts:
             if wait <= _retry.MAX_RETRY_AFTER:
                 return Wait(wait)
         failure = redact(result, self._token)
-        # The server's message can echo request values (an email): those stay out of WARNING records.
+        # The server's message can echo request values (an email): those stay out of WARNING records. Its
+        # `type` goes in escaped: a line break in it would forge log lines.
         logger.warning(
             "POST %s failed after %d attempt(s): status %s, type %s",
-            self._path, self.number, failure["status_code"], failure["type"],
+            self._path, self.number, failure["status_code"], printable(failure["type"]),
         )  # fmt: skip
         return GaveUp(failure, retryable, requested_wait)

@@ -14,7 +14,7 @@ from http import HTTPStatus
 import pytest
 
 from .conftest import LEAD, TOKEN
-from .servers import SUCCESS, LoopbackServer, Reply
+from .servers import SUCCESS, LoopbackServer, RawServer, Reply
 
 JSON = {"Content-Type": "application/json"}
 MB = 1024 * 1024
@@ -319,3 +319,26 @@ def test_echoed_token_is_redacted_from_the_result(make, server):
     assert result["status_code"] == 401
     assert TOKEN not in json.dumps(result)
     assert_one_key(server, 1)
+
+
+BACKSLASH_TOKEN = "sk_live\\AbC'7d1e\"9f/x"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(f"HTTP/1.1 2000 {BACKSLASH_TOKEN}\r\n\r\n", id="malformed-status-line"),
+        pytest.param(f"HTTP/1.1 200 OK\r\nBad Header {BACKSLASH_TOKEN}\r\n\r\n", id="malformed-header"),
+    ],
+)
+def test_a_token_echoed_in_an_unreadable_answer_is_redacted_in_every_form(face, answer):
+    # h11 quotes the bytes it could not read: repr doubles the backslash and escapes the quote.
+    server = RawServer(answer.encode())
+    try:
+        result = face.client(token=BACKSLASH_TOKEN, host=server.url, max_retries=0).track_lead(**LEAD)
+    finally:
+        server.close()
+    assert result["success"] is False
+    assert "[redacted]" in result["error"], result
+    for secret in ("AbC", BACKSLASH_TOKEN, repr(BACKSLASH_TOKEN)[1:-1], json.dumps(BACKSLASH_TOKEN)[1:-1]):
+        assert secret not in json.dumps(result) + result["error"]
