@@ -18,6 +18,7 @@ from cms_api_client import Client
 
 from ._attempts import Attempts
 from ._operations import TrackRequest
+from ._redaction import redact_from_library_logs
 from ._types import TrackError
 from ._version import __version__
 
@@ -25,9 +26,13 @@ DEFAULT_HOST = "https://api.cme.sh"
 TOKEN_VARIABLE = "CMS_BEARER_TOKEN"  # noqa: S105 - a variable name, not a secret
 HOST_VARIABLE = "CMS_HOST"
 USER_AGENT = f"cms-python-client/{__version__} (Python {platform.python_version()}; httpx {httpx.__version__})"
+#: On every request, beside the User-Agent: how CutMeShort's other official SDKs identify themselves.
+SDK_HEADERS = {"X-CMS-SDK-Version": f"python-{__version__}", "X-CMS-SDK-Runtime": "python"}
 # A header value: visible ASCII, inner spaces, nothing that could end the header line.
 _TOKEN = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+# scheme://[user info@]host[:port], up to the path, query or fragment; an IPv6 host is bracketed.
+_AUTHORITY = re.compile(r"[^:/?#]+://(?P<userinfo_and_host>[^/?#]*?)(?::(?P<port>[^:/?#\[\]@]*))?(?=[/?#]|\Z)")
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 _HttpClient = TypeVar("_HttpClient", httpx.Client, httpx.AsyncClient)
@@ -79,6 +84,7 @@ class ClientBase(ABC, Generic[_HttpClient]):
         http_client: _HttpClient | None = None,
     ) -> None:
         self._token: str = _resolve_token(token)
+        redact_from_library_logs(self, self._token)
         self._host: str = _resolve_host(host)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError("max_retries must be an int >= 0 (0 turns retries off)")
@@ -91,7 +97,7 @@ class ClientBase(ABC, Generic[_HttpClient]):
         # The token travels only in this header, which httpx masks in its reprs.
         settings: dict[str, Any] = {
             "base_url": self._host,
-            "headers": {"Authorization": f"Bearer {self._token}", "User-Agent": USER_AGENT},
+            "headers": {"Authorization": f"Bearer {self._token}", "User-Agent": USER_AGENT, **SDK_HEADERS},
             "timeout": self._timeout,
             "follow_redirects": False,
             "verify": _tls_context(),
@@ -174,17 +180,27 @@ def _resolve_token(token: str | None) -> str:
 
 def _resolve_host(host: str | None) -> str:
     host = host or os.environ.get(HOST_VARIABLE) or DEFAULT_HOST
+    # A host with user info may hold a password: such a host is never repeated in a message.
+    shown = repr(host) if isinstance(host, str) and "@" not in host else "a URL with '@' (not shown)"
     try:
         url = httpx.URL(host)
         # What the socket layer will do with the name: it refuses empty and over-long labels.
         url.host.encode("idna")
     except (TypeError, httpx.InvalidURL, UnicodeError):
         url = None
-    if url is None or url.scheme not in ("http", "https") or not url.host or not _VISIBLE_ASCII.fullmatch(host):
-        raise ValueError(f"host must be an http(s) URL such as 'https://api.cme.sh', got {host!r}")
+    authority = _AUTHORITY.match(host) if url is not None and _VISIBLE_ASCII.fullmatch(host) else None
+    if url is None or authority is None or url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"host must be an http(s) URL such as 'https://api.cme.sh', got {shown}")
+    if "@" in authority["userinfo_and_host"]:
+        raise ValueError("host must not contain user info (user:password@): the API authenticates with the token alone")
+    if "?" in host or "#" in host:
+        raise ValueError(f"host must not have a query or a fragment ('?', '#'), got {shown}")
+    port = authority["port"]
+    if port and not (port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535):
+        raise ValueError(f"host's port must be a number from 1 to 65535, got {shown}")
     if url.scheme == "http" and not _is_loopback(url.host):
         raise ValueError(
-            f"host {host!r} uses plain http: the token would cross the network unencrypted. "
+            f"host {shown} uses plain http: the token would cross the network unencrypted. "
             "Use https (plain http is allowed only for localhost / 127.0.0.0/8 / ::1)."
         )
     return host.rstrip("/")

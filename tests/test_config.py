@@ -137,6 +137,62 @@ def test_unsafe_or_malformed_host_is_refused(face, host):
         face.client(host=host)
 
 
+@pytest.mark.parametrize(
+    "host",
+    [
+        "http://svc:hunter2@127.0.0.1:8080",
+        "https://svc:hunter2@api.cme.sh",
+        "https://hunter2@api.cme.sh/v1",
+        "http://svc:hunter2@[::1]:8080",
+        "https://svc:hunter2%40x@api.cme.sh",
+        "https://svc:hun/ter2@api.cme.sh",  # a password with a slash: not even a URL
+        "https://:hunter2@api.cme.sh",
+    ],
+)
+def test_a_host_with_user_info_is_refused_without_showing_the_password(face, monkeypatch, host):
+    # Basic auth would replace the Bearer token, and the password would show in repr() and httpx's log.
+    with pytest.raises(ValueError, match="host") as raised:
+        face.client(host=host)
+    assert "hunter2" not in str(raised.value)
+    monkeypatch.setenv("CMS_HOST", host)
+    with pytest.raises(ValueError, match="host") as raised:
+        face.client()
+    assert "hunter2" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "https://api.cme.sh?x=1",
+        "https://api.cme.sh/?x=1",
+        "https://api.cme.sh#top",
+        "https://api.cme.sh/v1?",
+        "https://api.cme.sh/#",
+        "http://127.0.0.1:8080/?token=x",
+    ],
+)
+def test_a_host_with_a_query_or_a_fragment_is_refused(face, host):
+    # https://api.cme.sh?x=1 would post to /?x=1/track/lead.
+    with pytest.raises(ValueError, match="query or a fragment"):
+        face.client(host=host)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "http://127.0.0.1:0",
+        "http://127.0.0.1:65536",
+        "https://api.cme.sh:99999999999",
+        "http://[::1]:0",
+        "http://localhost:+80",
+        "https://api.cme.sh:-1",
+    ],
+)
+def test_a_host_with_a_port_outside_1_to_65535_is_refused(face, host):
+    with pytest.raises(ValueError, match="port"):
+        face.client(host=host)
+
+
 def test_plain_http_host_from_environment_is_refused(face, monkeypatch):
     monkeypatch.setenv("CMS_HOST", "http://example.com")
     with pytest.raises(ValueError, match="http"):
@@ -153,6 +209,9 @@ def test_plain_http_host_from_environment_is_refused(face, monkeypatch):
         "https://example.com",
         "https://custom.com",
         "https://api.cme.sh:8443",
+        "http://127.0.0.1:65535",
+        "https://api.cme.sh:443/v1",
+        "https://api.cme.sh/@handle",  # an "@" in the path is no user info
     ],
 )
 def test_allowed_hosts(face, host):
@@ -327,6 +386,7 @@ def test_callers_http_client_is_used(face, callers_client):
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
     assert request.headers["content-type"] == "application/json"
     assert request.headers["user-agent"].startswith("cms-python-client/")
+    assert request.headers["x-cms-sdk-runtime"] == "python"
     assert "idempotency-key" in request.headers
     assert json.loads(request.content) == {
         "clickId": "id_123",

@@ -3,14 +3,17 @@ never the token, and no request values above DEBUG."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import socket
 
 import pytest
 
+from cms_python import _redaction
+
 from .conftest import TOKEN
-from .servers import SUCCESS, Reply
+from .servers import SUCCESS, RawServer, Reply
 
 LOGGER = "cms_python"
 EMAIL = "jane.private@example.com"
@@ -201,6 +204,74 @@ def test_nothing_logged_contains_the_token_on_any_path(face, server, caplog):
     assert len(server.requests) == 10  # 3 + 1 + 1 + 1 + 3 lead attempts, 1 sale
     assert len(sdk_records(caplog, logging.WARNING)) == 4
     assert_no_leaks(caplog)
+
+
+def test_a_token_in_the_reason_phrase_or_echoed_headers_stays_out_of_httpx_and_httpcore_records(face, caplog):
+    # httpx logs the reason phrase at INFO, httpcore the response headers at DEBUG: both are the server's words.
+    caplog.set_level(logging.DEBUG)
+    body = b'{"success": true}'
+    answer = (
+        f"HTTP/1.1 200 Bearer {TOKEN}\r\nX-Echo: Authorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    server = RawServer(answer)
+    try:
+        assert face.client(host=server.url).track_lead(**LEAD)["success"] is True
+    finally:
+        server.close()
+    assert_no_leaks(caplog)
+    (info,) = [record.getMessage() for record in caplog.records if record.name == "httpx"]
+    assert info.endswith('"HTTP/1.1 200 Bearer [redacted]"')
+    assert any("[redacted]" in record.getMessage() for record in caplog.records if record.name == "httpcore.http11")
+
+
+def test_library_records_that_cannot_be_formatted_are_left_to_logging(face, monkeypatch):
+    face.client()  # a live client: its token is being redacted from httpx's records
+    httpx_logger = logging.getLogger("httpx")
+    reported: list[logging.LogRecord] = []
+
+    class Reporting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                self.format(record)
+            except TypeError:
+                reported.append(record)  # what logging's own handlers do: report, never raise to the caller
+
+    handler = Reporting()
+    monkeypatch.setattr(httpx_logger, "propagate", False)
+    httpx_logger.addHandler(handler)
+    try:
+        httpx_logger.warning("%d requests", "not a number")  # logging reports it; it does not raise here
+    finally:
+        httpx_logger.removeHandler(handler)
+    assert len(reported) == 1
+
+
+def test_the_token_of_a_client_that_is_gone_is_no_longer_looked_for(face):
+    tokens = [f"short-lived-token-{number:04d}" for number in range(50)]
+    for token in tokens:
+        face.client(token=token)
+    face.close()
+    face._clients.clear()
+    gc.collect()
+    assert not set(tokens) & set(_redaction._clients_per_token)
+
+
+@pytest.mark.parametrize(
+    ("kind", "shown"),
+    [
+        ("x\r\n2024-01-01 CRITICAL forged line", "x\\x0d\\x0a2024-01-01 CRITICAL forged line"),
+        ("a\u2028b\x85c", "a\\u2028b\\x85c"),
+        ("\x1b[2J", "\\x1b[2J"),
+        ("x\ud800", "x\\ud800"),
+        ("\u202eevil", "\\u202eevil"),
+    ],
+)
+def test_the_servers_error_type_cannot_forge_log_lines(client, server, logs, kind, shown):
+    server.default = Reply(status=400, body={"success": False, "error": "bad", "type": kind})
+    assert client.track_lead(**LEAD)["type"] == kind  # the result keeps the server's own words
+    (warning,) = sdk_records(logs, logging.WARNING)
+    assert warning.getMessage().endswith(f"type {shown}")
 
 
 def test_request_values_echoed_by_the_server_stay_out_of_warnings(client, server, logs):

@@ -14,9 +14,10 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from cms_python import __version__
+from cms_python.testing import Sandbox
 
 from .conftest import LEAD, SALE, TOKEN
-from .servers import Recorded
+from .servers import Recorded, Reply
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi" / "cutmeshort.yaml"
 IST = timezone(timedelta(hours=5, minutes=30))
@@ -209,6 +210,30 @@ def test_user_agent_names_the_installed_version(client, server):
     user_agent = headers_of(only_request(server))["user-agent"]
     assert __version__ == version("cms-python-client")
     assert user_agent.startswith(f"cms-python-client/{__version__} ")
+
+
+@pytest.mark.parametrize(("method", "kwargs"), [("track_lead", LEAD), ("track_sale", SALE)])
+def test_sdk_headers_go_with_every_request(face, server, method, kwargs):
+    # As CutMeShort's other SDKs identify themselves; on retries too.
+    server.queue(Reply(status=503, body=b""))
+    client = face.client(host=server.url)
+    send(client, method, kwargs)
+    assert len(server.requests) == 2
+    for request in server.requests:
+        headers = headers_of(request)
+        assert headers["x-cms-sdk-version"] == f"python-{__version__}"
+        assert headers["x-cms-sdk-runtime"] == "python"
+
+
+def test_the_sandbox_records_the_sdk_headers():
+    sandbox = Sandbox()
+    with sandbox.client() as client:
+        send(client, "track_lead", LEAD)
+    (request,) = sandbox.requests
+    assert (request.headers["x-cms-sdk-version"], request.headers["x-cms-sdk-runtime"]) == (
+        f"python-{__version__}",
+        "python",
+    )
 
 
 @pytest.mark.parametrize(("method", "kwargs"), [("track_lead", LEAD), ("track_sale", SALE)])
