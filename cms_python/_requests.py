@@ -6,27 +6,32 @@ Nothing here does I/O: `build_lead` and `build_sale` return either a `TrackReque
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import datetime, timezone
+from functools import cache
+from importlib.resources import files
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from cms_api_client.models import LeadPayload, SalePayload
 
-from ._operations import LEAD, SALE, Operation, Payload, TrackRequest
+from ._operations import LEAD, SALE, Operation, TrackRequest
 from ._results import validation_error
 from ._types import TrackError
 
 #: JSON parsers that use doubles (JavaScript's) lose cents above this.
 MAX_AMOUNT = 2**53 - 1
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls (NEL \x85 and CSI \x9b among them), DEL, and Unicode's line and paragraph separators.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
 # The characters RFC 3986 allows in a URI, "%" only as an escape.
 _URI = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
 # Header values must be visible ASCII; the spec caps the key at 255 characters.
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+_CAMEL_HUMPS = re.compile(r"(?=[A-Z])")
 _T = TypeVar("_T")
 
 
@@ -43,7 +48,7 @@ def build_lead(
     idempotency_key: str | None = None,
 ) -> TrackRequest[LeadPayload] | TrackError:
     """`track_lead`'s arguments, checked: the request to send, or the `validation_error` dict."""
-    fields = _Fields()
+    fields = _Fields(LEAD)
     values = {
         "event_name": fields.text("event_name", event_name),
         "customer_external_id": fields.text("customer_external_id", customer_external_id),
@@ -51,7 +56,7 @@ def build_lead(
         "mode": fields.mode(mode, click_id),
         **fields.details(customer_name, customer_email, customer_avatar, timestamp),
     }
-    return fields.request(LEAD, values, idempotency_key)
+    return fields.request(values, idempotency_key)
 
 
 def build_sale(
@@ -69,7 +74,7 @@ def build_sale(
     idempotency_key: str | None = None,
 ) -> TrackRequest[SalePayload] | TrackError:
     """`track_sale`'s arguments, checked: the request to send, or the `validation_error` dict."""
-    fields = _Fields()
+    fields = _Fields(SALE)
     values = {
         "event_name": fields.text("event_name", event_name),
         "customer_external_id": fields.text("customer_external_id", customer_external_id),
@@ -79,31 +84,57 @@ def build_sale(
         "click_id": fields.optional_text("click_id", click_id),
         **fields.details(customer_name, customer_email, customer_avatar, timestamp),
     }
-    return fields.request(SALE, values, idempotency_key)
+    return fields.request(values, idempotency_key)
+
+
+def max_lengths(operation: Operation[Any]) -> dict[str, int]:
+    """The spec's `maxLength` of the operation's string fields, by keyword name: `{"event_name": 255, ...}`.
+
+    Read from the OpenAPI document packaged with the generated client, so the spec is the one place limits
+    are written. Lengths count characters (code points, as `len()` and JSON Schema do).
+    """
+    return _max_lengths(operation.payload.__name__)
+
+
+@cache
+def _max_lengths(schema_name: str) -> dict[str, int]:
+    properties = _spec()["components"]["schemas"][schema_name]["properties"]
+    return {
+        _CAMEL_HUMPS.sub("_", name).lower(): schema["maxLength"]
+        for name, schema in properties.items()
+        if "maxLength" in schema
+    }
+
+
+@cache
+def _spec() -> dict[str, Any]:
+    spec: dict[str, Any] = json.loads(files("cms_api_client").joinpath("openapi.json").read_text(encoding="utf-8"))
+    return spec
 
 
 class _Fields:
     """Checks values one by one, remembering every problem (keyed by keyword name) instead of stopping.
 
-    The checked values of absent optional arguments are None, and left out of the model.
+    Each value is first converted to its exact built-in type (a `str` subclass to a `str`, ...), once: what is
+    checked is what is sent, and no method of a caller's subclass runs after that. The checked values of
+    absent optional arguments are None, and left out of the model.
     """
 
-    __slots__ = ("problems",)
+    __slots__ = ("_max_lengths", "_operation", "problems")
 
-    def __init__(self) -> None:
+    def __init__(self, operation: Operation[Any]) -> None:
         self.problems: dict[str, str] = {}
+        self._operation = operation
+        self._max_lengths = max_lengths(operation)
 
-    def request(
-        self, operation: Operation[Payload], values: dict[str, Any], key: object
-    ) -> TrackRequest[Payload] | TrackError:
-        if key is None:
-            key = str(uuid.uuid4())
-        elif not isinstance(key, str) or not _IDEMPOTENCY_KEY.fullmatch(key):
+    def request(self, values: dict[str, Any], key: object) -> TrackRequest[Any] | TrackError:
+        checked = str(uuid.uuid4()) if key is None else str.__str__(key) if issubclass(type(key), str) else None
+        if checked is None or not _IDEMPOTENCY_KEY.fullmatch(checked):
             self.problems["idempotency_key"] = "must be 1 to 255 visible ASCII characters"
-        if self.problems:
+        if self.problems or checked is None:
             return validation_error(self.problems)
-        body = operation.payload(**{name: value for name, value in values.items() if value is not None})
-        return TrackRequest(operation, body, str(key))
+        body = self._operation.payload(**{name: value for name, value in values.items() if value is not None})
+        return TrackRequest(self._operation, body, checked)
 
     def details(self, name: object, email: object, avatar: object, timestamp: object) -> dict[str, Any]:
         """The optional fields leads and sales share, as the generated models' keyword arguments."""
@@ -114,19 +145,19 @@ class _Fields:
             "timestamp": self.timestamp("timestamp", timestamp),
         }
 
-    def text(self, name: str, value: object) -> str:
-        if not isinstance(value, str):
-            return self._bad(name, f"must be a str, got {type(value).__name__}", "")
-        if not value.strip():
+    def text(self, name: str, value: object, *, allow_empty: bool = False) -> str:
+        if not issubclass(type(value), str):
+            return self._bad(name, f"must be a str, got {_type_name(value)}", "")
+        text = str.__str__(value)  # an exact str, whatever the subclass overrides
+        if not allow_empty and not text.strip():
             return self._bad(name, "must not be empty", "")
-        return self._clean(name, value)
+        limit = self._max_lengths.get(name)
+        if limit is not None and len(text) > limit:
+            return self._bad(name, f"must be at most {limit} characters, got {len(text)}", "")
+        return self._clean(name, text)
 
     def optional_text(self, name: str, value: object, *, allow_empty: bool = False) -> str | None:
-        if value is None:
-            return None
-        if allow_empty and isinstance(value, str) and not value:
-            return value
-        return self.text(name, value)
+        return None if value is None else self.text(name, value, allow_empty=allow_empty)
 
     def email(self, name: str, value: object) -> str | None:
         email = self.optional_text(name, value)
@@ -149,12 +180,10 @@ class _Fields:
     def timestamp(self, name: str, value: object) -> datetime | None:
         if value is None:
             return None
-        if not isinstance(value, datetime):
-            return self._bad(name, f"must be a datetime, got {type(value).__name__}", None)
-        try:
-            offset = value.utcoffset()
-        except (TypeError, ValueError):  # a tzinfo whose utcoffset() is broken
-            offset = None
+        moment = _exact_datetime(value)
+        if isinstance(moment, str):
+            return self._bad(name, moment, None)
+        offset = moment.utcoffset()
         if offset is None:
             return self._bad(
                 name, "must be timezone-aware, e.g. datetime.now(timezone.utc): a naive one is ambiguous", None
@@ -162,36 +191,45 @@ class _Fields:
         if offset.seconds % 60 or offset.microseconds:
             # RFC 3339 offsets are whole minutes; historic local mean times (+00:19:32) are sent as UTC instead.
             try:
-                return value.astimezone(timezone.utc)
+                return moment.astimezone(timezone.utc)
             except OverflowError:
                 return self._bad(name, "is out of range once converted to UTC", None)
-        return value
+        return moment
 
     def mode(self, value: object, click_id: object) -> Literal["deferred"] | None:
         if value is None:
             return None
-        if not isinstance(value, str) or value != "deferred":
+        if not issubclass(type(value), str) or str.__str__(value) != "deferred":
             return self._bad("mode", 'must be "deferred" or None', None)
         if click_id is None:
-            return self._bad("mode", 'mode="deferred" needs the click_id to associate with the customer', None)
+            return self._bad(
+                "mode",
+                'mode="deferred" needs the click_id to associate with the customer; leave mode out on follow-up '
+                "events of a deferred flow (they carry no click_id: the API finds the click through the customer)",
+                None,
+            )
         return "deferred"
 
     def amount(self, value: object) -> int:
         # bool is an int subclass, and a float amount is ambiguous (dollars or cents?): both refused.
-        if not isinstance(value, int) or isinstance(value, bool):
-            return self._bad("amount", f"must be an int number of cents, got {type(value).__name__}", 0)
-        if not 0 <= value <= MAX_AMOUNT:
+        if not issubclass(type(value), int) or issubclass(type(value), bool):
+            return self._bad("amount", f"must be an int number of cents, got {_type_name(value)}", 0)
+        amount = int.__index__(value)  # type: ignore[arg-type]  # an exact int, whatever the subclass overrides
+        if not 0 <= amount <= MAX_AMOUNT:
             return self._bad("amount", f"must be between 0 and {MAX_AMOUNT} cents", 0)
-        return value
+        return amount
 
     def currency(self, value: object) -> str:
-        if not isinstance(value, str) or not _CURRENCY.fullmatch(value):
+        currency = str.__str__(value) if issubclass(type(value), str) else None
+        if currency is None or not _CURRENCY.fullmatch(currency):
             return self._bad("currency", 'must be a 3-letter ISO 4217 code such as "USD"', "")
-        return value.upper()
+        return currency.upper()
 
     def _clean(self, name: str, value: str) -> str:
         if _CONTROL_CHARACTERS.search(value):
-            return self._bad(name, "must not contain control characters (line breaks, tabs, NUL, ...)", "")
+            return self._bad(
+                name, "must not contain control characters (line breaks, tabs, NUL, escape sequences, ...)", ""
+            )
         if not value.isascii():
             try:
                 value.encode()
@@ -203,3 +241,23 @@ class _Fields:
         # The placeholder is never sent, nor put in a model: any problem means no request is built.
         self.problems.setdefault(name, problem)
         return placeholder
+
+
+def _exact_datetime(value: object) -> datetime | str:
+    """`value` as an exact `datetime` with a fixed-offset tzinfo (or naive), or what is wrong with it.
+
+    datetime's own `isoformat` calls the tzinfo's `utcoffset()` once; the datetime parsed from that text
+    formats the same way every time it is sent, whatever the caller's subclass or tzinfo would do.
+    """
+    if not issubclass(type(value), datetime):
+        return f"must be a datetime, got {_type_name(value)}"
+    try:
+        return datetime.fromisoformat(datetime.isoformat(value))  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001 - a caller's tzinfo can raise anything: it becomes a validation_error
+        return f"could not be read: its tzinfo raised {_type_name(exc)}"
+
+
+def _type_name(value: object) -> str:
+    # Read through `type` itself: a metaclass could make `type(value).__name__` run code of its own.
+    name: str = type.__dict__["__name__"].__get__(type(value))
+    return name

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
-from datetime import date, datetime, timezone
+import re
+from datetime import date, datetime, timedelta, timezone, tzinfo
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,8 @@ import pytest
 from cms_python import AsyncCMSClient, CMSClient
 
 from .conftest import LEAD, SALE
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 
 BASE = {"track_lead": LEAD, "track_sale": SALE}
 BOTH = ["track_lead", "track_sale"]
@@ -102,7 +106,8 @@ def test_bad_values_are_rejected_before_sending(client, server, method, field):
 def test_control_characters_and_lone_surrogates_are_rejected(client, server, method):
     failures = {}
     for field in TEXT_FIELDS[method]:
-        for bad in ("\r\n", "\x00", "\n", "\x1b", "\x7f", "\ud800"):
+        # C0 and C1 controls (NEL, CSI), DEL, Unicode's line and paragraph separators, a lone surrogate.
+        for bad in ("\r\n", "\x00", "\n", "\x1b", "\x7f", "\x85", "\x9b", "\u2028", "\u2029", "\ud800"):
             value = f"jane{bad}@example.com" if field == "customer_email" else f"value{bad}X-Injected: 1"
             found = mismatches(call(client, method, **{field: value}), server, field)
             if found:
@@ -116,6 +121,15 @@ def test_deferred_mode_needs_a_click_id(client, server):
     assert result["status_code"] is None
     assert set(result["details"]) & {"mode", "click_id"}
     assert server.requests == []
+    # A follow-up event sent with mode="deferred" (as CutMeShort's TypeScript SDK's example does): say what to do.
+    assert "leave mode out on follow-up events of a deferred flow" in result["details"]["mode"]
+
+
+def test_the_readme_shows_the_deferred_follow_up_message(client, server):
+    result = client.track_lead(event_name="kyc_completed", customer_external_id="user_42", mode="deferred")
+    shown = re.search(r'result\["details"\]\["mode"\]\n# \'(.*?)\'\n```', README, re.DOTALL)
+    assert shown is not None
+    assert result["details"]["mode"] == shown[1].replace("\n#  ", " ")
 
 
 def test_several_bad_fields_are_all_named(client, server):
@@ -238,3 +252,216 @@ def test_values_with_ambiguous_truth_are_validation_errors(client, server, field
     assert result["type"] == "validation_error"
     assert field in result["details"]
     assert server.requests == []
+
+
+# --- caller's objects that misbehave: converted to exact built-in types once, checked, sent as checked ---------
+
+
+class Explosive(str):
+    """A str whose every method a check could call raises."""
+
+    def _explode(self, *args: object, **kwargs: object) -> Any:
+        raise RuntimeError("boom")
+
+    strip = isascii = encode = upper = __ne__ = __eq__ = __len__ = __hash__ = __iter__ = __str__ = _explode
+
+
+class Disguised(str):
+    """A str that says it is another one wherever it can."""
+
+    disguise: str
+
+    def __new__(cls, value: str, disguise: str = "instant\r\nX-Injected: 1") -> Disguised:
+        instance = super().__new__(cls, value)
+        instance.disguise = disguise
+        return instance
+
+    def __str__(self) -> str:
+        return self.disguise
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    __hash__ = str.__hash__
+
+    def upper(self) -> str:  # type: ignore[override]
+        return self.disguise
+
+
+class Touchy(int):
+    """An int whose comparisons raise."""
+
+    def _explode(self, other: object) -> bool:
+        raise RuntimeError("boom")
+
+    __lt__ = __le__ = __gt__ = __ge__ = __eq__ = __ne__ = _explode  # type: ignore[assignment]
+    __hash__ = int.__hash__
+
+
+class Liar(int):
+    """An int whose comparisons and conversions say it is small."""
+
+    def _small(self, other: object) -> bool:
+        return True
+
+    __le__ = __ge__ = _small  # type: ignore[assignment]
+
+    def __lt__(self, other: object) -> bool:
+        return False
+
+    __gt__ = __lt__  # type: ignore[assignment]
+
+    def __int__(self) -> int:
+        return 1
+
+    __index__ = __int__
+
+
+class Vague(datetime):
+    """A datetime that formats itself as it likes."""
+
+    def isoformat(self, *args: object, **kwargs: object) -> str:
+        return "yesterday-ish"
+
+    def utcoffset(self) -> timedelta | None:
+        raise RuntimeError("boom")
+
+
+class Raising(tzinfo):
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        raise RuntimeError("no offset today")
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+
+class Fickle(tzinfo):
+    """Answers +02:00 once, then raises."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("changed my mind")
+        return timedelta(hours=2)
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+
+class NamelessMeta(type):
+    """Its classes' `__name__` raises while `armed` (only then: pytest reports failures by type name)."""
+
+    armed = False
+
+    @property
+    def __name__(cls) -> str:  # type: ignore[override]
+        if NamelessMeta.armed:
+            raise RuntimeError("no name")
+        return "Nameless"
+
+
+class Nameless(metaclass=NamelessMeta):
+    pass
+
+
+class ClaimsToBeStr:
+    """isinstance(x, str) says True: it answers `__class__` with str."""
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # type: ignore[override]
+        return str
+
+
+def sent(server: Any) -> dict[str, Any]:
+    (request,) = server.requests
+    body: dict[str, Any] = request.json
+    return body
+
+
+@pytest.mark.parametrize("field", ["event_name", "customer_external_id", "click_id", "customer_name"])
+def test_a_str_subclass_whose_methods_raise_is_sent_as_its_text(client, server, field):
+    result = client.track_lead(**{**LEAD, field: Explosive("user_99")})
+    assert result["success"] is True, result
+    camel = {"event_name": "eventName", "customer_external_id": "customerExternalId", "click_id": "clickId"}
+    assert sent(server)[camel.get(field, "customerName")] == "user_99"
+
+
+def test_a_str_subclass_with_a_lying_str_is_sent_as_its_text(client, server):
+    result = client.track_sale(
+        **{
+            **SALE,
+            "invoice_id": Disguised("inv_1"),
+            "currency": Disguised("usd", "DOLLARS"),
+            "idempotency_key": Disguised("key-1", "ключ\r\nX-Injected: 1"),
+        }
+    )
+    assert result["success"] is True, result
+    assert (sent(server)["invoiceId"], sent(server)["currency"]) == ("inv_1", "USD")
+    assert {name.lower(): value for name, value in server.requests[0].headers.items()}["idempotency-key"] == "key-1"
+
+
+def test_a_str_subclass_cannot_pass_for_deferred(client, server):
+    result = client.track_lead(**{**LEAD, "mode": Disguised("instant", "deferred")})
+    assert_rejected(result, server, "mode")
+
+
+def test_a_bad_idempotency_key_cannot_hide_behind_its_str(client, server):
+    result = client.track_lead(**{**LEAD, "idempotency_key": Disguised("bad\r\nkey", "good-key")})
+    assert_rejected(result, server, "idempotency_key")
+
+
+def test_an_int_subclass_whose_comparisons_raise_is_sent_as_its_value(client, server):
+    result = client.track_sale(**{**SALE, "amount": Touchy(4999)})
+    assert result["success"] is True, result
+    assert sent(server)["amount"] == 4999
+
+
+def test_an_amount_whose_comparisons_lie_is_checked_by_its_value(client, server):
+    assert_rejected(client.track_sale(**{**SALE, "amount": Liar(2**70)}), server, "amount")
+
+
+def test_a_datetime_subclass_is_sent_as_the_moment_it_holds(client, server):
+    moment = Vague(2024, 5, 1, 12, 30, tzinfo=timezone(timedelta(hours=-3)))
+    result = client.track_lead(**{**LEAD, "timestamp": moment})
+    assert result["success"] is True, result
+    assert sent(server)["timestamp"] == "2024-05-01T12:30:00-03:00"
+
+
+def test_a_tzinfo_that_raises_is_a_validation_error(client, server):
+    result = client.track_lead(**{**LEAD, "timestamp": datetime(2024, 5, 1, tzinfo=Raising())})
+    assert_rejected(result, server, "timestamp")
+    assert "RuntimeError" in result["details"]["timestamp"]
+
+
+def test_a_tzinfo_asked_once_is_sent_with_that_answer(client, server):
+    result = client.track_lead(**{**LEAD, "timestamp": datetime(2024, 5, 1, 12, tzinfo=Fickle())})
+    assert result["success"] is True, result
+    assert sent(server)["timestamp"] == "2024-05-01T12:00:00+02:00"
+
+
+TYPED_FIELDS = [
+    ("track_lead", "event_name"),
+    ("track_lead", "mode"),
+    ("track_lead", "timestamp"),
+    ("track_sale", "amount"),
+    ("track_sale", "currency"),
+    ("track_sale", "idempotency_key"),
+]
+
+
+@pytest.mark.parametrize(("method", "field"), TYPED_FIELDS)
+def test_an_object_claiming_to_be_a_str_is_a_validation_error(client, server, method, field):
+    assert_rejected(call(client, method, **{field: ClaimsToBeStr()}), server, field)
+
+
+@pytest.mark.parametrize(("method", "field"), TYPED_FIELDS)
+def test_an_object_whose_type_name_raises_is_a_validation_error(client, server, method, field):
+    NamelessMeta.armed = True
+    try:
+        result = call(client, method, **{field: Nameless()})
+    finally:
+        NamelessMeta.armed = False
+    assert_rejected(result, server, field)

@@ -20,7 +20,7 @@ class LeadPayload:
         customer_external_id (str): Your stable id for the customer.
         click_id (str | Unset): Required for a standard lead and for the first deferred call; omitted on later calls.
         mode (LeadMode | Unset): `deferred` stores the click-to-customer association for later events.
-        customer_name (str | Unset):
+        customer_name (str | Unset): May be empty.
         customer_email (str | Unset):
         customer_avatar (str | Unset):
         timestamp (datetime.datetime | Unset): When the event happened (ISO 8601 with offset); the server sets it when

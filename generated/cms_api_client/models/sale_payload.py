@@ -21,7 +21,7 @@ class SalePayload:
         amount (int): In cents.
         currency (str): 3-letter ISO 4217 code, e.g. `USD`.
         click_id (str | Unset): Required unless a deferred lead associates the customer with a click.
-        customer_name (str | Unset):
+        customer_name (str | Unset): May be empty.
         customer_email (str | Unset):
         customer_avatar (str | Unset):
         timestamp (datetime.datetime | Unset):
