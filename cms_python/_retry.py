@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
@@ -16,6 +17,8 @@ INITIAL_DELAY = 0.5
 MAX_DELAY = 8.0
 #: The longest `Retry-After` the SDK waits for; a longer one ends the call with the error dict instead.
 MAX_RETRY_AFTER = 60.0
+# RFC 9110's delay-seconds is 1*DIGIT; a fraction and a sign are tolerated, surrounding spaces too.
+_SECONDS = re.compile(r"[ \t]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[ \t]*")
 
 
 def is_retryable_exception(exc: httpx.HTTPError) -> bool:
@@ -55,9 +58,9 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def _number(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
+    # Decimal ASCII digits only: float() would also read "0_1" as 1, "1e3", "infinity" and non-ASCII digits.
+    if not _SECONDS.fullmatch(text):
         return None
-    # NaN and infinities are not waits; negative waits mean "now".
+    value = float(text)
+    # Too many digits are infinite, not a wait; negative waits mean "now".
     return max(0.0, value) if math.isfinite(value) else None

@@ -295,7 +295,7 @@ def test_retry_after_date_far_ahead_gives_up_at_once(client, server):
     assert result["status_code"] == 503
 
 
-@pytest.mark.parametrize("value", ["soon", "", "-5", "nan", "inf", "Mon, 99 Foo 2024 99:99:99 GMT"])
+@pytest.mark.parametrize("value", ["soon", "", "-5", "nan", "inf", "Mon, 99 Foo 2024 99:99:99 GMT", "0_1"])
 def test_unusable_retry_after_falls_back_to_backoff(client, server, value):
     server.queue(Reply(status=503, headers={"Retry-After": value}))
     started = time.monotonic()
@@ -362,6 +362,11 @@ def headers(**values: str) -> httpx.Headers:
         ({"retry_after": "garbage"}, None),
         ({"retry_after": ""}, None),
         ({"retry_after": "Mon, 99 Foo 2024 99:99:99 GMT"}, None),
+        # What float() reads but the header's grammar (digits) does not have.
+        ({"retry_after": "0_1"}, None),
+        ({"retry_after": "1_000"}, None),
+        ({"retry_after": "1e1"}, None),
+        ({"retry_after_ms": "5_0", "retry_after": "2"}, 2.0),
         ({"retry_after_ms": "50"}, 0.05),
         ({"retry_after_ms": "0"}, 0.0),
         ({"retry_after_ms": "-10"}, 0.0),
@@ -377,6 +382,11 @@ def test_retry_after_values(values, expected):
         assert result is None
     else:
         assert result == pytest.approx(expected)
+
+
+def test_retry_after_digits_are_ascii_digits():
+    # A server's UTF-8 header bytes decode to str; int() and float() would read ARABIC-INDIC DIGIT THREE as 3.
+    assert _retry.retry_after(httpx.Headers({"retry-after": "\u0663".encode()})) is None
 
 
 def test_retry_after_header_names_are_case_insensitive():
