@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -20,6 +21,8 @@ from ._sandbox import Sandbox
 from ._types import TrackResult
 from ._version import __version__
 
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _DESCRIPTION = """\
 CutMeShort conversion tracking from the command line: track a lead or a sale, run a local sandbox of the
 API, or watch the documented journey (deferred attribution, sales, retries) in a demo that needs no token.
@@ -253,8 +256,35 @@ def _track_sale(args: argparse.Namespace) -> int:
 
 
 def _report(result: TrackResult) -> int:
-    print(json.dumps(result, indent=2, ensure_ascii=False))
+    _write(_strict_json(result))
     return 0 if result["success"] else 1
+
+
+def _strict_json(value: Any) -> str:
+    """`value` as strict JSON (RFC 8259), whatever a server sent: NaN and infinities, which it has no words for,
+    become null (as in JavaScript's JSON.stringify); lone surrogates, which no encoding can write, are escaped."""
+    try:
+        text = json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        finite = json.loads(json.dumps(value), parse_constant=lambda _: None)
+        text = json.dumps(finite, indent=2, ensure_ascii=False, allow_nan=False)
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match[0]):04x}", text)
+
+
+def _write(text: str) -> None:
+    """Print `text` on stdout. Once the reader has gone (`cms ... | head -1`), the rest is discarded: what the
+    command did is not undone by it, and its exit status stays the command's."""
+    try:
+        try:
+            print(text, flush=True)
+        except UnicodeEncodeError:  # a stdout that cannot write every character (PYTHONIOENCODING=ascii)
+            # JSON's escapes, valid in the JSON the commands print (non-ASCII only appears inside its strings).
+            print(_NON_ASCII.sub(lambda match: json.dumps(match[0])[1:-1], text), flush=True)
+    except BrokenPipeError:
+        # Later writes, and the interpreter's last flush, go to /dev/null instead of raising again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -266,12 +296,12 @@ def _sandbox(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with sandbox.serve(args.port, args.host, log=None if args.quiet else _log) as url:
-            print(f"CutMeShort sandbox listening on {url} (Ctrl-C to stop)", flush=True)
-            print(f"  export {HOST_VARIABLE}={url} {TOKEN_VARIABLE}={args.token or 'any-token'}", flush=True)
+            _write(f"CutMeShort sandbox listening on {url} (Ctrl-C to stop)")
+            _write(f"  export {HOST_VARIABLE}={url} {TOKEN_VARIABLE}={args.token or 'any-token'}")
             try:
                 threading.Event().wait()
             except KeyboardInterrupt:
-                print("\nStopped.", flush=True)
+                _write("\nStopped.")
     except OSError as exc:
         print(f"cms sandbox: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
@@ -333,26 +363,26 @@ _JOURNEY: list[tuple[str, str, dict[str, Any]]] = [
 
 def _demo(_: argparse.Namespace) -> int:
     sandbox = Sandbox()
-    print("CutMeShort demo: the documented journey, against an in-process sandbox (nothing leaves this process).")
+    _write("CutMeShort demo: the documented journey, against an in-process sandbox (nothing leaves this process).")
     with sandbox.client() as client:
         for number, (title, method, kwargs) in enumerate(_JOURNEY, 1):
             arguments = ", ".join(f"{name}={json.dumps(value)}" for name, value in kwargs.items())
-            print(f"\n{number}. {title}\n   client.{method}({arguments})")
+            _write(f"\n{number}. {title}\n   client.{method}({arguments})")
             result = getattr(client, method)(**kwargs)
-            print(textwrap.indent(json.dumps(result, indent=2), "   "))
-    print()
+            _write(textwrap.indent(_strict_json(result), "   "))
+    _write("")
     _print_summary(sandbox)
     return 0
 
 
 def _print_summary(sandbox: Sandbox) -> None:
     leads, sales, requests = sandbox.leads, sandbox.sales, sandbox.requests
-    print(f"Recorded: {len(leads)} lead(s) and {len(sales)} sale(s) from {len(requests)} request(s).")
+    _write(f"Recorded: {len(leads)} lead(s) and {len(sales)} sale(s) from {len(requests)} request(s).")
     for click_id, summary in sandbox.attributions().items():
         revenue = ", ".join(f"{amount} {currency} cents" for currency, amount in summary.revenue.items()) or "none"
-        print(
+        _write(
             f"  click {click_id}: {summary.leads} lead(s), {summary.sales} sale(s), revenue {revenue}; "
             f"customers: {', '.join(summary.customers)}"
         )
     for customer, click_id in sandbox.associations.items():
-        print(f"  deferred association: customer {customer} -> click {click_id}")
+        _write(f"  deferred association: customer {customer} -> click {click_id}")

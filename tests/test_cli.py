@@ -16,6 +16,8 @@ import pytest
 from cms_python._cli import main
 from cms_python.testing import Sandbox
 
+from .servers import Reply
+
 LEAD_ARGS = ["--event-name", "signup_started", "--customer-external-id", "user_42"]
 SALE_ARGS = [
     *["--event-name", "purchase_completed", "--customer-external-id", "user_42"],
@@ -225,3 +227,73 @@ def test_cms_sandbox_refuses_a_port_out_of_range(capsys):
         main(["sandbox", "--port", "99999"])
     assert exit_.value.code == 2
     assert "0 to 65535" in capsys.readouterr().err
+
+
+# --- output: strict JSON on stdout, whatever the server sent and whoever reads it -----------------------------
+
+
+def _run_into_a_closed_pipe(arguments: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `python -m cms_python ...` with stdout a pipe whose reader is already gone (`cms ... | head -c1`
+    once head has exited): every write the command makes fails with EPIPE."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        return subprocess.run(
+            _python_m(*arguments), stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60, check=False, env=env
+        )
+    finally:
+        os.close(writer)
+
+
+def test_track_lead_into_a_closed_pipe_exits_with_the_result(sandbox, url):
+    env = {**_child_environment(), "CMS_BEARER_TOKEN": "cli-token", "CMS_HOST": url}
+    completed = _run_into_a_closed_pipe(["track-lead", *LEAD_ARGS, "--click-id", "id_123"], env)
+    assert (completed.returncode, completed.stderr) == (0, "")
+    assert len(sandbox.leads) == 1  # tracked, and the exit status says so
+    refused = _run_into_a_closed_pipe(["track-lead", *LEAD_ARGS, "--click-id", "id_123", "--token", "wrong"], env)
+    assert (refused.returncode, refused.stderr) == (1, "")
+
+
+def test_the_demo_into_a_closed_pipe_is_no_traceback():
+    completed = _run_into_a_closed_pipe(["demo"], _child_environment())
+    assert (completed.returncode, completed.stderr) == (0, "")
+
+
+def _strict_json(text: str) -> object:
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "ascii"])
+@pytest.mark.parametrize(
+    ("body", "data"),
+    [
+        pytest.param(
+            b'{"success": true, "data": {"name": "\\ud800 \\udfff"}}', {"name": "\ud800 \udfff"}, id="surrogates"
+        ),
+        pytest.param(
+            b'{"success": true, "data": {"a": NaN, "b": [Infinity, -Infinity], "c": 1.5}}',
+            {"a": None, "b": [None, None], "c": 1.5},
+            id="nan",
+        ),
+        pytest.param(
+            '{"success": true, "data": {"name": "Zo\u00eb \U0001f600"}}'.encode(),
+            {"name": "Zo\u00eb \U0001f600"},
+            id="unicode",
+        ),
+    ],
+)
+def test_the_result_is_printed_as_strict_json(server, body, data, encoding):
+    server.default = Reply(body=body, headers={"Content-Type": "application/json"})
+    env = {**_child_environment(), "CMS_BEARER_TOKEN": "cli-token", "CMS_HOST": server.url}
+    completed = subprocess.run(
+        _python_m("track-lead", *LEAD_ARGS, "--click-id", "id_123"),
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env={**env, "PYTHONIOENCODING": encoding},
+    )
+    assert (completed.returncode, completed.stderr) == (0, b"")
+    assert _strict_json(completed.stdout.decode(encoding))["data"] == data
