@@ -31,8 +31,9 @@ SDK_HEADERS = {"X-CMS-SDK-Version": f"python-{__version__}", "X-CMS-SDK-Runtime"
 # A header value: visible ASCII, inner spaces, nothing that could end the header line.
 _TOKEN = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
-# scheme://[user info@]host[:port], up to the path, query or fragment; an IPv6 host is bracketed.
-_AUTHORITY = re.compile(r"[^:/?#]+://(?P<userinfo_and_host>[^/?#]*?)(?::(?P<port>[^:/?#\[\]@]*))?(?=[/?#]|\Z)")
+# scheme://[user info@]host[:port], up to the path, query or fragment; an IPv6 host is bracketed. No backslash:
+# URL parsers disagree on it (WHATWG reads it as "/", RFC 3986 parsers as part of the name).
+_AUTHORITY = re.compile(r"[^:/?#]+://(?P<userinfo_and_host>[^/?#\\]*?)(?::(?P<port>[^:/?#\[\]@\\]*))?(?=[/?#]|\Z)")
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 _HttpClient = TypeVar("_HttpClient", httpx.Client, httpx.AsyncClient)

@@ -485,7 +485,16 @@ def test_a_token_that_cannot_be_a_header_value_is_refused_at_construction(face, 
 
 
 @pytest.mark.parametrize(
-    "host", ["https://api.cme.sh:abc", "https://a..b", "https://xn--zz.com", "https://" + "a" * 64 + ".com", "https://"]
+    "host",
+    [
+        "https://api.cme.sh:abc",
+        "https://a..b",
+        "https://xn--zz.com",
+        "https://" + "a" * 64 + ".com",
+        "https://",
+        "https://api.cme.sh\\evil.com",
+        "http://127.0.0.1:8080\\@evil.com",
+    ],
 )
 def test_a_host_httpx_or_the_socket_layer_would_refuse_is_refused_at_construction(face, host):
     with pytest.raises(ValueError, match="host"):
