@@ -11,7 +11,6 @@ import re
 import uuid
 from datetime import datetime, timezone
 from functools import cache
-from importlib.resources import files
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -24,7 +23,7 @@ from ._types import TrackError
 #: JSON parsers that use doubles (JavaScript's) lose cents above this.
 MAX_AMOUNT = 2**53 - 1
 # C0 and C1 controls (NEL \x85 and CSI \x9b among them), DEL, and Unicode's line and paragraph separators.
-_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
 # The characters RFC 3986 allows in a URI, "%" only as an escape.
@@ -108,6 +107,8 @@ def _max_lengths(schema_name: str) -> dict[str, int]:
 
 @cache
 def _spec() -> dict[str, Any]:
+    from importlib.resources import files  # noqa: PLC0415 - on the first call, not on every `import cms_python`
+
     spec: dict[str, Any] = json.loads(files("cms_api_client").joinpath("openapi.json").read_text(encoding="utf-8"))
     return spec
 
