@@ -227,8 +227,13 @@ def calls(draw: st.DrawFn, method: str, replace: int = 3) -> tuple[dict[str, Any
 
 
 def must_reject(method: str, kwargs: dict[str, Any]) -> set[str]:
-    """Names of arguments that are wrong by any reading of the contract (types, emptiness, formats)."""
+    """Names of arguments that are wrong by any reading of the contract (types, emptiness, formats, lengths)."""
     wrong = set()
+    schema = "LeadPayload" if method == "track_lead" else "SalePayload"
+    for name, value in kwargs.items():
+        limit = SPEC["components"]["schemas"][schema]["properties"].get(CAMEL.get(name, name), {}).get("maxLength")
+        if isinstance(value, str) and limit is not None and len(value) > limit:
+            wrong.add(name)
     for name in REQUIRED[method]:
         if name in ("amount", "currency"):
             continue
@@ -360,7 +365,8 @@ def test_any_arguments(kind, method):
         @example(call=({**base, "customer_name": BIG, "event_name": "x" * MB}, ("customer_name", "event_name")))
         @example(call=({**base, "customer_external_id": "y" * MB + "\n"}, ("customer_external_id",)))
         @example(call=({**base, "click_id": "\ud800" * 1000}, ("click_id",)))
-        @example(call=({**base, "customer_avatar": "https://cdn.example.com/" + "a" * MB}, ()))
+        @example(call=({**base, "customer_avatar": "https://cdn.example.com/" + "a" * MB}, ("customer_avatar",)))
+        @example(call=({**base, "customer_avatar": "https://cdn.example.com/" + "a" * (2048 - 24)}, ()))
         def check(call: tuple[dict[str, Any], tuple[str, ...]]) -> None:
             check_call(server, client, method, *call)
 
