@@ -1,6 +1,7 @@
 """Starlette and FastAPI: `ClickIdMiddleware` captures the click id into `request.state.cms_click_id`;
 `cms_lifespan` gives the app one `Outbox` for its lifetime, and `cms_outbox` hands it to handlers.
 
+    from typing import Annotated
     from fastapi import Depends, FastAPI, Request
     from cms_python import Outbox
     from cms_python.integrations.starlette import ClickIdMiddleware, cms_lifespan, cms_outbox
@@ -9,7 +10,7 @@
     app.add_middleware(ClickIdMiddleware)  # attribution="first_click", cookie_max_age=...
 
     @app.post("/signup")
-    async def signup(request: Request, outbox: Outbox = Depends(cms_outbox)):
+    async def signup(request: Request, outbox: Annotated[Outbox, Depends(cms_outbox)]):
         outbox.track_lead(click_id=request.state.cms_click_id, event_name="signup", customer_external_id=...)
 
 The rules are those of `cms_python.integrations` (see there): a `?cms_rf=` in the URL sets the `cms_rf`

@@ -1,0 +1,176 @@
+"""The web-framework examples start as their READMEs say, keep the click id of a visit from a tracked link, and
+track the signup that follows as a lead: against a sandbox given by CMS_BEARER_TOKEN / CMS_HOST, and against
+their own sandbox when no token is set."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .web_support import ServedSandbox, served_sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+# Generous: only a broken example waits this long, and two cores are shared by everything running.
+PATIENCE = 60.0
+
+
+def fastapi_signup(browser: httpx.Client) -> httpx.Response:
+    return browser.post("/signup", json={"email": "jane@example.com"})
+
+
+def flask_signup(browser: httpx.Client) -> httpx.Response:
+    return browser.post("/signup", data={"email": "jane@example.com"})
+
+
+def django_signup(browser: httpx.Client) -> httpx.Response:
+    # A real server checks CSRF: the landing page's form carries the token.
+    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', browser.get("/").text)
+    assert match is not None
+    return browser.post("/signup", data={"email": "jane@example.com", "csrfmiddlewaretoken": match[1]})
+
+
+def command(example: str, port: int) -> list[str]:
+    if example == "django":
+        return [
+            sys.executable,
+            str(EXAMPLES / "django_app" / "manage.py"),
+            "runserver",
+            "--noreload",
+            f"127.0.0.1:{port}",
+        ]
+    return [sys.executable, str(EXAMPLES / f"{example}_app.py")]
+
+
+SIGNUPS: dict[str, Callable[[httpx.Client], httpx.Response]] = {
+    "fastapi": fastapi_signup,
+    "flask": flask_signup,
+    "django": django_signup,
+}
+
+
+class Running:
+    """An example's server process; its output, as it comes, in `lines`."""
+
+    def __init__(self, example: str, env: dict[str, str], cwd: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.process = subprocess.Popen(
+            command(example, self.port),
+            env={**env, "PORT": str(self.port), "PYTHONUNBUFFERED": "1"},
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def wait_for_output(self, text: str) -> None:
+        with self._changed:
+            found = self._changed.wait_for(lambda: any(text in line for line in self.lines), timeout=PATIENCE)
+        assert found, f"{text!r} not in the output:\n" + "\n".join(self.lines)
+
+    def wait_until_serving(self) -> None:
+        deadline = time.monotonic() + PATIENCE
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "the example exited:\n" + "\n".join(self.lines)
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        pytest.fail("the example did not start serving:\n" + "\n".join(self.lines))
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            self.process.wait(timeout=PATIENCE)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._reader.join()
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[[str, dict[str, str]], Running]]:
+    started: list[Running] = []
+
+    def run(example: str, settings: dict[str, str]) -> Running:
+        env = {name: value for name, value in os.environ.items() if not name.startswith("CMS_")}
+        running = Running(example, {**env, "CMS_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"), **settings}, tmp_path)
+        started.append(running)
+        running.wait_until_serving()
+        return running
+
+    yield run
+    for running in started:
+        running.stop()
+
+
+def visit_and_sign_up(example: str, running: Running) -> None:
+    with httpx.Client(base_url=running.url, timeout=PATIENCE) as browser:
+        landing = browser.get("/?cms_rf=id_123")
+        assert landing.status_code == 200
+        assert "id_123" in landing.text
+        assert browser.cookies["cms_rf"] == "id_123"
+        signup = SIGNUPS[example](browser)
+        assert (signup.status_code, signup.json()) == (200, {"signed_up": "jane@example.com", "tracked": True})
+
+
+@pytest.fixture
+def sandbox() -> Iterator[ServedSandbox]:
+    with served_sandbox() as served:
+        yield served
+
+
+@pytest.mark.parametrize("example", SIGNUPS)
+def test_with_a_token_the_example_tracks_the_lead_at_cms_host(
+    example: str, start: Callable[[str, dict[str, str]], Running], sandbox: ServedSandbox
+) -> None:
+    running = start(example, {"CMS_BEARER_TOKEN": sandbox.token, "CMS_HOST": sandbox.url})
+    visit_and_sign_up(example, running)
+    # Delivered in the background: wait for it.
+    deadline = time.monotonic() + PATIENCE
+    while not sandbox.sandbox.leads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (lead,) = sandbox.sandbox.leads
+    assert (lead.click_id, lead.customer_external_id, lead.event_name) == (
+        "id_123",
+        "jane@example.com",
+        "signup_completed",
+    )
+
+
+@pytest.mark.parametrize("example", SIGNUPS)
+def test_without_a_token_the_example_tracks_against_its_own_sandbox(
+    example: str, start: Callable[[str, dict[str, str]], Running]
+) -> None:
+    running = start(example, {})
+    visit_and_sign_up(example, running)
+    running.wait_for_output("POST /track/lead -> 200")
+    assert any("CMS_BEARER_TOKEN is not set" in line for line in running.lines)
