@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
+import re
 import subprocess
 import sys
 from urllib.parse import quote
@@ -125,6 +127,18 @@ def test_the_cookie_is_secure_over_https_lasts_as_configured_and_is_never_http_o
 def test_bad_rules_are_refused(settings: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=r"attribution|cookie_max_age"):
         ClickIdRules(**settings)  # type: ignore[arg-type]
+
+
+def test_web_frameworks_are_dependencies_of_the_dev_extra_only() -> None:
+    runtime, dev = set(), set()
+    for requirement in importlib.metadata.requires("cms-python-client") or []:
+        name = re.split(r"[^A-Za-z0-9_.-]", requirement, maxsplit=1)[0].lower()
+        if "extra" not in requirement:
+            runtime.add(name)
+        elif re.search(r"extra\s*==\s*[\"']dev[\"']", requirement):
+            dev.add(name)
+    assert runtime == {"httpx", "attrs", "python-dateutil"}
+    assert {"django", "flask", "starlette", "fastapi"} <= dev
 
 
 def test_importing_the_sdk_and_the_rules_imports_no_web_framework() -> None:
