@@ -25,6 +25,7 @@ with warnings.catch_warnings():
 
 from cms_python import Outbox
 from cms_python.integrations.starlette import ClickIdMiddleware, cms_lifespan, cms_outbox
+from cms_python.testing import Sandbox
 
 from .web_support import ABC_COOKIE, HOSTILE_QUERY_VALUES, ServedSandbox, served_sandbox
 
@@ -227,3 +228,15 @@ def test_with_a_lifespan_of_your_own(sandbox: ServedSandbox, tmp_path: Path) -> 
 def test_without_the_lifespan_the_dependency_says_what_is_missing(client: TestClient) -> None:
     with pytest.raises(RuntimeError, match=r"lifespan=cms_lifespan"):
         client.post("/signup", json={"user": "user_42"})
+
+
+def test_tests_can_hand_handlers_an_outbox_of_their_own(tmp_path: Path) -> None:
+    sandbox = Sandbox()
+    app = make_app()
+    with Outbox(tmp_path / "outbox.sqlite3", client=sandbox.client(), rate_limit=None) as outbox:
+        app.dependency_overrides[cms_outbox] = lambda: outbox
+        with TestClient(app) as client:
+            client.get("/?cms_rf=abc")
+            assert client.post("/signup", json={"user": "user_42"}).json()["success"] is True
+        assert outbox.flush(timeout=30)
+    assert [lead.click_id for lead in sandbox.leads] == ["abc"]
