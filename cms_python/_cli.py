@@ -17,9 +17,10 @@ from typing import Any
 
 from ._base import HOST_VARIABLE, TOKEN_VARIABLE
 from ._client import CMSClient
-from ._sandbox import Sandbox
 from ._types import TrackResult
 from ._version import __version__
+from .testing import Sandbox
+from .testing._summary import summary
 
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
@@ -134,7 +135,7 @@ examples:
     sandbox.add_argument(
         "--port", type=_port, default=8787, help="port to listen on; 0 picks a free one (default 8787)"
     )
-    sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; ::1 for IPv6)")
     sandbox.add_argument("--token", help="accept only this bearer token (default: any non-empty token)")
     sandbox.add_argument(
         "--rate-limit", type=int, metavar="N", help="allow N requests per minute per token (429 past it)"
@@ -376,13 +377,4 @@ def _demo(_: argparse.Namespace) -> int:
 
 
 def _print_summary(sandbox: Sandbox) -> None:
-    leads, sales, requests = sandbox.leads, sandbox.sales, sandbox.requests
-    _write(f"Recorded: {len(leads)} lead(s) and {len(sales)} sale(s) from {len(requests)} request(s).")
-    for click_id, summary in sandbox.attributions().items():
-        revenue = ", ".join(f"{amount} {currency} cents" for currency, amount in summary.revenue.items()) or "none"
-        _write(
-            f"  click {click_id}: {summary.leads} lead(s), {summary.sales} sale(s), revenue {revenue}; "
-            f"customers: {', '.join(summary.customers)}"
-        )
-    for customer, click_id in sandbox.associations.items():
-        _write(f"  deferred association: customer {customer} -> click {click_id}")
+    _write(summary(sandbox))

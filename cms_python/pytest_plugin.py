@@ -18,7 +18,7 @@ import pytest
 
 from ._async_client import AsyncCMSClient
 from ._client import CMSClient
-from ._sandbox import Sandbox
+from .testing import Sandbox
 
 
 @pytest.fixture

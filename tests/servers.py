@@ -159,3 +159,13 @@ class RawServer:
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         self._thread.join(timeout=5)
+
+
+def has_ipv6_loopback() -> bool:
+    """Whether this machine can serve on ::1 (containers may have IPv6 switched off)."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True

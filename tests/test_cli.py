@@ -13,10 +13,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from cms_python import CMSClient
 from cms_python._cli import main
-from cms_python.testing import Sandbox
+from cms_python.testing import SANDBOX_HOST, Sandbox
+from cms_python.testing._summary import summary
 
-from .servers import Reply
+from .servers import Reply, has_ipv6_loopback
 
 LEAD_ARGS = ["--event-name", "signup_started", "--customer-external-id", "user_42"]
 SALE_ARGS = [
@@ -26,13 +28,14 @@ SALE_ARGS = [
 
 
 @pytest.fixture
-def sandbox() -> Sandbox:
+def cms_sandbox() -> Sandbox:
+    """The plugin's fixture, overridden: the sandbox accepts only the token the commands below send."""
     return Sandbox(token="cli-token")
 
 
 @pytest.fixture
-def url(sandbox: Sandbox) -> Iterator[str]:
-    with sandbox.serve() as base:
+def url(cms_sandbox: Sandbox) -> Iterator[str]:
+    with cms_sandbox.serve() as base:
         yield base
 
 
@@ -43,7 +46,7 @@ def env(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
 
 
 @pytest.mark.usefixtures("env")
-def test_track_lead_prints_the_result_and_exits_0(sandbox, capsys):
+def test_track_lead_prints_the_result_and_exits_0(cms_sandbox, capsys):
     status = main(
         [
             "track-lead",
@@ -59,7 +62,7 @@ def test_track_lead_prints_the_result_and_exits_0(sandbox, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["success"] is True
     assert result["data"]["clickId"] == "id_123"
-    (request,) = sandbox.requests
+    (request,) = cms_sandbox.requests
     assert request.idempotency_key == "key-1"
     assert request.json == {
         "eventName": "signup_started",
@@ -71,25 +74,25 @@ def test_track_lead_prints_the_result_and_exits_0(sandbox, capsys):
         "timestamp": "2024-05-01T12:00:00+00:00",
         "mode": "deferred",
     }
-    assert sandbox.associations == {"user_42": "id_123"}
+    assert cms_sandbox.associations == {"user_42": "id_123"}
 
 
 @pytest.mark.usefixtures("env")
-def test_track_sale_prints_the_result_and_exits_0(sandbox, capsys):
+def test_track_sale_prints_the_result_and_exits_0(cms_sandbox, capsys):
     assert main(["track-sale", *SALE_ARGS, "--click-id", "id_123", "--timestamp", "2024-05-01T14:00:00+02:00"]) == 0
     assert json.loads(capsys.readouterr().out)["data"]["replayed"] is False
-    (sale,) = sandbox.sales
+    (sale,) = cms_sandbox.sales
     assert (sale.invoice_id, sale.amount, sale.currency, sale.click_id) == ("inv_987", 4999, "USD", "id_123")
     assert sale.timestamp == "2024-05-01T14:00:00+02:00"
 
 
 @pytest.mark.usefixtures("env")
-def test_a_result_that_is_not_success_exits_1(sandbox, capsys):
+def test_a_result_that_is_not_success_exits_1(cms_sandbox, capsys):
     # No click id and no deferred association: the API refuses it.
     assert main(["track-sale", *SALE_ARGS]) == 1
     result = json.loads(capsys.readouterr().out)
     assert (result["success"], result["status_code"], result["type"]) == (False, 400, "missing_click_id")
-    assert sandbox.sales == []
+    assert cms_sandbox.sales == []
 
 
 @pytest.mark.usefixtures("env")
@@ -99,12 +102,12 @@ def test_bad_values_the_sdk_refuses_exit_1_with_a_validation_error(capsys):
     assert (result["type"], list(result["details"])) == ("validation_error", ["currency"])
 
 
-def test_token_and_host_options_win_over_the_environment(sandbox, url, monkeypatch, capsys):
+def test_token_and_host_options_win_over_the_environment(cms_sandbox, url, monkeypatch, capsys):
     monkeypatch.setenv("CMS_BEARER_TOKEN", "wrong-token")
     monkeypatch.setenv("CMS_HOST", "https://api.cme.sh.invalid")
     assert main(["track-lead", *LEAD_ARGS, "--click-id", "c", "--token", "cli-token", "--host", url]) == 0
     assert json.loads(capsys.readouterr().out)["success"] is True
-    assert len(sandbox.leads) == 1
+    assert len(cms_sandbox.leads) == 1
 
 
 def test_a_refused_token_exits_1(url, capsys):
@@ -184,20 +187,26 @@ def test_python_m_cms_python_demo():
     assert completed.stderr == ""
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
-def test_cms_sandbox_serves_until_stopped(stop):
+def _start_cms_sandbox(*arguments: str) -> tuple[subprocess.Popen[str], str]:
+    """`cms sandbox` in a child process, and the URL its banner gives."""
     process = subprocess.Popen(
-        _python_m("sandbox", "--port", "0", "--token", "tok"),
+        _python_m("sandbox", "--port", "0", "--token", "tok", *arguments),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=_child_environment(),
     )
+    assert process.stdout is not None
+    banner = process.stdout.readline()
+    assert banner.startswith("CutMeShort sandbox listening on http://"), banner
+    return process, banner.split()[4]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_cms_sandbox_serves_until_stopped(stop):
+    process, url = _start_cms_sandbox()
     try:
-        assert process.stdout is not None
-        banner = process.stdout.readline()
-        assert banner.startswith("CutMeShort sandbox listening on http://127.0.0.1:")
-        url = banner.split()[4]
+        assert url.startswith("http://127.0.0.1:")
         response = httpx.post(
             f"{url}/track/lead",
             json={"eventName": "e", "customerExternalId": "u", "clickId": "c"},
@@ -214,6 +223,56 @@ def test_cms_sandbox_serves_until_stopped(stop):
     assert "Recorded: 1 lead(s) and 0 sale(s) from 1 request(s)." in out
     assert "POST /track/lead -> 200" in err
     assert "Traceback" not in err
+
+
+def test_cms_sandbox_escapes_what_clients_sent_when_stopped():
+    process, url = _start_cms_sandbox()
+    try:
+        # A terminal's escape sequences (set the window title, clear the screen) and a lone surrogate, which no
+        # encoding can print, as a client could send them.
+        content = rb'{"eventName": "e", "customerExternalId": "\u001b]0;owned\u0007\u001b[2J", "clickId": "\ud800",'
+        content += rb' "mode": "deferred"}'
+        headers = {"Authorization": "Bearer tok", "Content-Type": "application/json"}
+        assert httpx.post(f"{url}/track/lead", content=content, headers=headers).status_code == 200
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0, err
+    assert "click \\ud800: 1 lead(s), 0 sale(s), revenue none; customers: \\x1b]0;owned\\x07\\x1b[2J" in out
+    assert "deferred association: customer \\x1b]0;owned\\x07\\x1b[2J -> click \\ud800" in out
+    assert not {"\x1b", "\x07"} & set(out + err)
+
+
+def test_the_summary_escapes_every_character_a_terminal_could_act_on():
+    sandbox = Sandbox()
+    with httpx.Client(transport=sandbox.transport(), headers={"Authorization": "Bearer t"}) as http:
+        # Kept as they are: printable text in any script. Escaped: a bidirectional override, a C1 control
+        # sequence introducer, a line separator, an invisible tag character.
+        for click_id, customer in [("c\u202eevil", "Zoë 日本"), ("c", "u\x9b2J\u2028\U000e0001")]:
+            lead = {"eventName": "e", "customerExternalId": customer, "clickId": click_id}
+            assert http.post(f"{SANDBOX_HOST}/track/lead", json=lead).status_code == 200
+    assert summary(sandbox).splitlines()[1:] == [
+        "  click c\\u202eevil: 1 lead(s), 0 sale(s), revenue none; customers: Zoë 日本",
+        "  click c: 1 lead(s), 0 sale(s), revenue none; customers: u\\x9b2J\\u2028\\U000e0001",
+    ]
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_cms_sandbox_listens_on_ipv6():
+    process, url = _start_cms_sandbox("--host", "::1")
+    try:
+        assert url.startswith("http://[::1]:")
+        with CMSClient(token="tok", host=url) as client:
+            assert client.track_lead(click_id="c", event_name="e", customer_external_id="u")["success"] is True
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0, err
+    assert "Recorded: 1 lead(s)" in out
 
 
 def test_cms_sandbox_reports_a_port_in_use(url, capsys):
@@ -245,11 +304,11 @@ def _run_into_a_closed_pipe(arguments: list[str], env: dict[str, str]) -> subpro
         os.close(writer)
 
 
-def test_track_lead_into_a_closed_pipe_exits_with_the_result(sandbox, url):
+def test_track_lead_into_a_closed_pipe_exits_with_the_result(cms_sandbox, url):
     env = {**_child_environment(), "CMS_BEARER_TOKEN": "cli-token", "CMS_HOST": url}
     completed = _run_into_a_closed_pipe(["track-lead", *LEAD_ARGS, "--click-id", "id_123"], env)
     assert (completed.returncode, completed.stderr) == (0, "")
-    assert len(sandbox.leads) == 1  # tracked, and the exit status says so
+    assert len(cms_sandbox.leads) == 1  # tracked, and the exit status says so
     refused = _run_into_a_closed_pipe(["track-lead", *LEAD_ARGS, "--click-id", "id_123", "--token", "wrong"], env)
     assert (refused.returncode, refused.stderr) == (1, "")
 

@@ -13,15 +13,20 @@ other processes can use `sandbox.serve()` or `cms sandbox --port 8787`, a real H
 Fault injection: `sandbox.fail_next(503)`, `sandbox.drop_next()`, `sandbox.delay_next(2.0)`.
 """
 
-from ._sandbox import (
-    SANDBOX_HOST,
-    SANDBOX_TOKEN,
-    ClickSummary,
-    Lead,
-    RecordedRequest,
-    Reply,
-    Sale,
-    Sandbox,
-)
+# One module per concern, none importing another in a loop: _records (what is answered and recorded) <-
+# _faults, _schema (request checks) <- _rules (the API) <- _sandbox (faults, locking, inspection, ways in) ->
+# _transports (in-process httpx), _server (real HTTP); _summary is what the `cms` command prints.
+from ._records import Account, ClickSummary, Lead, RecordedRequest, Reply, Sale
+from ._sandbox import SANDBOX_HOST, SANDBOX_TOKEN, Sandbox
 
-__all__ = ["SANDBOX_HOST", "SANDBOX_TOKEN", "ClickSummary", "Lead", "RecordedRequest", "Reply", "Sale", "Sandbox"]
+__all__ = [
+    "SANDBOX_HOST",
+    "SANDBOX_TOKEN",
+    "Account",
+    "ClickSummary",
+    "Lead",
+    "RecordedRequest",
+    "Reply",
+    "Sale",
+    "Sandbox",
+]

@@ -12,31 +12,43 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from ._sandbox import Reply, error_reply
+from ._printable import printable
+from ._records import Reply, error_reply
+from ._transports import Handle
 
 #: Request bodies larger than this are refused with 413 without being read.
 MAX_BODY_BYTES = 1024 * 1024
 
-Handle = Callable[[str, str, Mapping[str, str], bytes], Reply]
-
 
 class SandboxServer(ThreadingHTTPServer):
-    """Answers every request with `handle` (a `Sandbox.handle`); `url` is its base URL.
+    """Answers every request with `handle` (a `Sandbox.handle`); `url` is its base URL. An IPv6 `host` (`::1`)
+    gets an IPv6 socket.
 
-    `log`, if given, receives one line per request: `POST /track/lead -> 200`.
+    `log`, if given, receives one line per request, `POST /track/lead -> 200`, one call at a time, with what
+    the client sent escaped (`printable`).
     """
 
     daemon_threads = True
 
     def __init__(self, handle: Handle, host: str, port: int, *, log: Callable[[str], None] | None = None) -> None:
         self.handle = handle
-        self.log = log
+        self._log = log
+        self._log_lock = threading.Lock()
+        ipv6 = ":" in host  # a host name never holds a colon
+        self.address_family = socket.AF_INET6 if ipv6 else socket.AF_INET
         super().__init__((host, port), _Handler)
-        self.url = f"http://{host}:{self.server_address[1]}"
+        self.url = f"http://{f'[{host}]' if ipv6 else host}:{self.server_address[1]}"
+
+    def log(self, line: str) -> None:
+        """Hand `line` to `log`; connections are served in threads, and their lines must not interleave."""
+        if self._log is not None:
+            with self._log_lock:
+                self._log(line)
 
     def handle_error(self, request: object, client_address: object) -> None:
         """A client that hangs up (after a timeout, say) is routine; anything else is printed as usual."""
@@ -47,6 +59,9 @@ class SandboxServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: SandboxServer
+    # TCP_NODELAY: the headers and the body go out in two writes, and Nagle's algorithm would hold the body back
+    # until the client's delayed ACK (~40 ms per keep-alive request).
+    disable_nagle_algorithm = True
     #: Idle keep-alive connections are closed after this many seconds.
     timeout = 30
 
@@ -59,8 +74,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
         if reply.delay:
             time.sleep(reply.delay)  # in this connection's own thread: the sandbox's lock is not held
-        if self.server.log is not None:
-            self.server.log(f"{self.command} {self.path} -> {'no answer (dropped)' if reply.dropped else reply.status}")
+        outcome = "no answer (dropped)" if reply.dropped else reply.status
+        self.server.log(f"{printable(self.command)} {printable(self.path)} -> {outcome}")
         if reply.dropped:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
