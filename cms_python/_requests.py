@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from cms_api_client.models import LeadPayload, SalePayload
 
+from ._formats import is_email, is_uri
 from ._operations import LEAD, SALE, Operation, TrackRequest
 from ._results import validation_error
 from ._types import TrackError
@@ -24,10 +25,7 @@ from ._types import TrackError
 MAX_AMOUNT = 2**53 - 1
 # C0 and C1 controls (NEL \x85 and CSI \x9b among them), DEL, and Unicode's line and paragraph separators.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
-# The characters RFC 3986 allows in a URI, "%" only as an escape.
-_URI = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
 # Header values must be visible ASCII; the spec caps the key at 255 characters.
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _CAMEL_HUMPS = re.compile(r"(?=[A-Z])")
@@ -162,7 +160,7 @@ class _Fields:
 
     def email(self, name: str, value: object) -> str | None:
         email = self.optional_text(name, value)
-        if isinstance(email, str) and name not in self.problems and not _EMAIL.fullmatch(email):
+        if isinstance(email, str) and name not in self.problems and not is_email(email):
             return self._bad(name, "must be an email address like jane@example.com", None)
         return email
 
@@ -171,7 +169,7 @@ class _Fields:
         if isinstance(url, str) and name not in self.problems:
             try:
                 parts = urlsplit(url)
-                valid = parts.scheme in ("http", "https") and bool(parts.hostname) and bool(_URI.fullmatch(url))
+                valid = parts.scheme in ("http", "https") and bool(parts.hostname) and is_uri(url)
             except ValueError:
                 valid = False
             if not valid:

@@ -17,7 +17,6 @@ import pytest
 
 from cms_python import CMSClient, _retry
 from cms_python.testing import SANDBOX_HOST, SANDBOX_TOKEN, Account, ClickSummary, Sandbox
-from cms_python.testing._schema import Validator, load_spec
 from cms_python.testing._server import SandboxServer
 
 from .conftest import Face, FaceClient
@@ -401,45 +400,6 @@ def test_an_integral_float_amount_is_an_integer(http, cms_sandbox):
     assert http.post("/track/sale", json={**SALE_BODY, "amount": 4999.0}).status_code == 200
     assert cms_sandbox.sales[0].amount == 4999
     assert isinstance(cms_sandbox.sales[0].amount, int)
-
-
-def test_the_validator_supports_every_keyword_of_the_request_schemas():
-    spec = load_spec()
-    validator = Validator(spec)
-    optional = {
-        "customerName": "Jane",
-        "customerEmail": "jane@example.com",
-        "customerAvatar": "https://example.com/a.png",
-        "timestamp": "2024-05-01T12:00:00Z",
-    }
-    # Every property visited (an unknown keyword would raise ValueError), and no problem with valid bodies.
-    for name, body in (
-        ("LeadPayload", {**LEAD_BODY, **optional, "mode": "deferred"}),
-        ("SalePayload", {**SALE_BODY, **optional}),
-    ):
-        schema = validator.resolve(f"#/components/schemas/{name}")
-        assert set(body) == set(schema["properties"])
-        assert validator.problems(schema, body) == {}
-    assert validator.problems(spec["components"]["parameters"]["IdempotencyKey"]["schema"], "k") == {}
-
-
-@pytest.mark.parametrize(
-    "schema", [{"oneOf": [{"type": "string"}]}, {"type": "string", "format": "ipv4"}, {"type": "decimal"}]
-)
-def test_the_validator_refuses_what_it_does_not_know(schema):
-    with pytest.raises(ValueError, match="unsupported"):
-        Validator({}).problems(schema, "1.2.3.4")
-
-
-def test_the_validator_reports_nested_fields_by_path():
-    schema = {
-        "type": "object",
-        "properties": {"customer": {"type": "object", "required": ["id"], "additionalProperties": False}},
-    }
-    assert Validator({}).problems(schema, {"customer": {"x": 1}}) == {
-        "customer.id": "is required",
-        "customer.x": "is not allowed",
-    }
 
 
 # -- authentication, routing, rate limit -----------------------------------------------------------------------

@@ -4,7 +4,8 @@ The validator knows exactly the keywords the spec's request schemas use (`$ref`,
 `properties`, `additionalProperties`, `enum`, `minLength`, `maxLength`, `pattern`, `minimum`, `maximum`,
 `format` email / date-time / uri) and refuses any other validation keyword with `ValueError`, so a change to
 the spec can never make the sandbox silently accept what it no longer checks. A full JSON Schema library
-would be a runtime dependency, which the SDK does not take on.
+would be a runtime dependency, which the SDK does not take on; tests/test_schema.py proves this one gives
+`jsonschema`'s verdicts on the spec's schemas.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from datetime import datetime
 from functools import cache
 from importlib.resources import files
 from typing import Any
+
+from .._formats import is_email, is_uri
 
 #: Keywords that describe rather than constrain: ignored.
 _ANNOTATIONS = frozenset({"description", "title", "example", "examples", "default", "deprecated"})
@@ -36,13 +39,10 @@ _PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {
     "array": list,
     "null": type(None),
 }
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 # RFC 3339 `date-time`: the offset is required (a time without one is ambiguous).
 _DATE_TIME = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-](\d{2}):(\d{2}))", re.ASCII
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:[Zz]|([+-])(\d{2}):(\d{2}))", re.ASCII
 )
-# RFC 3986 absolute URI: a scheme, then only characters a URI may hold, with well-formed %-escapes.
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*")
 
 
 @cache
@@ -189,9 +189,9 @@ def _ecma_pattern(pattern: str) -> re.Pattern[str]:
 
 def _format_problem(name: str, value: str) -> str | None:
     if name == "email":
-        return None if _EMAIL.fullmatch(value) else "must be an email address like jane@example.com"
+        return None if is_email(value) else "must be an email address like jane@example.com"
     if name == "uri":
-        return None if _URI.fullmatch(value) else "must be an absolute URI like https://example.com/avatar.png"
+        return None if is_uri(value) else "must be an absolute URI like https://example.com/avatar.png"
     if name == "date-time":
         return None if _is_date_time(value) else "must be an RFC 3339 date-time with an offset: 2024-05-01T12:00:00Z"
     raise ValueError(f"unsupported JSON Schema format {name!r}")
@@ -202,12 +202,13 @@ def _is_date_time(value: str) -> bool:
     if match is None:
         return False
     year, month, day, hour, minute, second = (int(part) for part in match.group(1, 2, 3, 4, 5, 6))
-    offset_hours, offset_minutes = match.group(9, 10)
-    if offset_hours is not None and (int(offset_hours) > 23 or int(offset_minutes) > 59):
+    sign, offset_hours, offset_minutes = match.group(8, 9, 10)
+    offset = 0 if sign is None else (int(offset_hours) * 60 + int(offset_minutes)) * (-1 if sign == "-" else 1)
+    if sign is not None and (int(offset_hours) > 23 or int(offset_minutes) > 59):
         return False
     try:
-        # A leap second (:60) is valid RFC 3339; datetime does not model it.
         datetime(year, month, day, hour, minute, min(second, 59))
     except ValueError:
         return False
-    return second <= 60
+    # A leap second (:60) is inserted at the end of a UTC day, 23:59:60Z, whatever the offset says it is locally.
+    return second < 60 or (second == 60 and (hour * 60 + minute - offset) % (24 * 60) == 23 * 60 + 59)
