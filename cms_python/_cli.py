@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 import textwrap
@@ -298,7 +299,9 @@ def _sandbox(args: argparse.Namespace) -> int:
     try:
         with sandbox.serve(args.port, args.host, log=None if args.quiet else _log) as url:
             _write(f"CutMeShort sandbox listening on {url} (Ctrl-C to stop)")
-            _write(f"  export {HOST_VARIABLE}={url} {TOKEN_VARIABLE}={args.token or 'any-token'}")
+            # Quoted for the shell: an IPv6 URL's brackets are a glob pattern (zsh refuses an unmatched one).
+            token = shlex.quote(args.token or "any-token")
+            _write(f"  export {HOST_VARIABLE}={shlex.quote(url)} {TOKEN_VARIABLE}={token}")
             try:
                 threading.Event().wait()
             except KeyboardInterrupt:

@@ -264,6 +264,8 @@ def test_cms_sandbox_listens_on_ipv6():
     process, url = _start_cms_sandbox("--host", "::1")
     try:
         assert url.startswith("http://[::1]:")
+        assert process.stdout is not None
+        assert process.stdout.readline() == f"  export CMS_HOST='{url}' CMS_BEARER_TOKEN=tok\n"
         with CMSClient(token="tok", host=url) as client:
             assert client.track_lead(click_id="c", event_name="e", customer_external_id="u")["success"] is True
         process.send_signal(signal.SIGTERM)

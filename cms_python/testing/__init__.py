@@ -13,9 +13,9 @@ other processes can use `sandbox.serve()` or `cms sandbox --port 8787`, a real H
 Fault injection: `sandbox.fail_next(503)`, `sandbox.drop_next()`, `sandbox.delay_next(2.0)`.
 """
 
-# One module per concern, none importing another in a loop: _records (what is answered and recorded) <-
-# _faults, _schema (request checks) <- _rules (the API) <- _sandbox (faults, locking, inspection, ways in) ->
-# _transports (in-process httpx), _server (real HTTP); _summary is what the `cms` command prints.
+# One module per concern, none importing another in a loop: _records (what is answered and recorded), _faults,
+# _schema (the spec's request checks), _rules (the API's rules, on _records and _schema), _transports and _server
+# (the ways in), _sandbox (`Sandbox`: locking, faults, inspection, on all of these), _summary (what `cms` prints).
 from ._records import Account, ClickSummary, Lead, RecordedRequest, Reply, Sale
 from ._sandbox import SANDBOX_HOST, SANDBOX_TOKEN, Sandbox
 
