@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cms_python import CMSClient, _retry
+from cms_python import CMSClient
 from cms_python.testing import SANDBOX_HOST, SANDBOX_TOKEN, Account, ClickSummary, Sandbox
 from cms_python.testing._server import SandboxServer
 
@@ -65,11 +65,6 @@ def http(cms_sandbox: Sandbox) -> Iterator[httpx.Client]:
         transport=cms_sandbox.transport(), base_url=SANDBOX_HOST, headers={"Authorization": "Bearer t"}
     ) as client:
         yield client
-
-
-@pytest.fixture
-def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_retry, "INITIAL_DELAY", 0.01)
 
 
 def error_body(response: httpx.Response) -> dict[str, Any]:
@@ -497,7 +492,6 @@ def test_bad_settings_are_refused(kwargs):
 # -- faults ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("_fast_backoff")
 def test_fail_next_is_retried_by_the_sdk(sdk, cms_sandbox):
     cms_sandbox.fail_next(503)
     result = sdk.track_lead(click_id="c", event_name="e", customer_external_id="u")
@@ -532,7 +526,6 @@ def test_fail_next_refuses_bad_arguments(cms_sandbox, args, kwargs):
         cms_sandbox.fail_next(*args, **kwargs)
 
 
-@pytest.mark.usefixtures("_fast_backoff")
 def test_drop_next_is_a_dropped_connection_the_sdk_retries(sdk, cms_sandbox):
     cms_sandbox.drop_next()
     result = sdk.track_lead(click_id="c", event_name="e", customer_external_id="u")
@@ -541,7 +534,6 @@ def test_drop_next_is_a_dropped_connection_the_sdk_retries(sdk, cms_sandbox):
     assert len(cms_sandbox.leads) == 1
 
 
-@pytest.mark.usefixtures("_fast_backoff")
 def test_an_answer_lost_after_processing_is_recorded_once_thanks_to_the_idempotency_key(sdk, cms_sandbox):
     cms_sandbox.drop_next(after_processing=True)
     result = sdk.track_sale(click_id="id_123", **SDK_SALE)
@@ -566,7 +558,6 @@ def test_delay_next_holds_the_answer_back(sdk, cms_sandbox):
     assert time.perf_counter() - started >= 0.2
 
 
-@pytest.mark.usefixtures("_fast_backoff")
 def test_a_delay_past_the_read_timeout_is_a_timeout_and_the_retry_is_replayed(face, cms_sandbox):
     raw = cms_sandbox.async_client(timeout=0.1) if face.kind == "async" else cms_sandbox.client(timeout=0.1)
     cms_sandbox.delay_next(5.0)
@@ -742,8 +733,7 @@ def test_the_server_answers_errors_in_the_api_shape(cms_sandbox):
     assert all(r.headers["content-type"] == "application/json" for r in (unauthorized, invalid, not_found))
 
 
-def test_faults_over_http(cms_sandbox, monkeypatch):
-    monkeypatch.setattr(_retry, "INITIAL_DELAY", 0.01)
+def test_faults_over_http(cms_sandbox):
     with cms_sandbox.serve() as url, CMSClient(token="t", host=url, timeout=0.2, max_retries=3) as client:
         cms_sandbox.fail_next(502, retry_after=0)
         cms_sandbox.drop_next(after_processing=True)
