@@ -65,13 +65,8 @@ class Recorder:
 
 
 @pytest.fixture
-def sandbox() -> Sandbox:
-    return Sandbox()
-
-
-@pytest.fixture
-def make(sandbox: Sandbox, tmp_path: Path) -> Iterator[Callable[..., tuple[Outbox, FakeClock]]]:
-    """`make(**outbox_kwargs)`: an outbox on a new file delivering to the sandbox, on a fake clock, no pacing."""
+def make(cms_sandbox: Sandbox, tmp_path: Path) -> Iterator[Callable[..., tuple[Outbox, FakeClock]]]:
+    """`make(**outbox_kwargs)`: an outbox on a new file delivering to `cms_sandbox`, on a fake clock, no pacing."""
     made: list[Outbox] = []
     clients: list[CMSClient] = []
 
@@ -79,7 +74,7 @@ def make(sandbox: Sandbox, tmp_path: Path) -> Iterator[Callable[..., tuple[Outbo
         path: str | Path | None = None, *, client: CMSClient | None = None, real_time: bool = False, **kwargs: Any
     ):
         if client is None:
-            client = sandbox.client()
+            client = cms_sandbox.client()
             clients.append(client)
         kwargs.setdefault("rate_limit", None)
         outbox = Outbox(path or tmp_path / f"outbox{len(made)}.sqlite3", client=client, **kwargs)
@@ -107,7 +102,7 @@ def lead(**overrides: Any) -> dict[str, Any]:
 # -- queueing ---------------------------------------------------------------------------------------------------
 
 
-def test_a_queued_event_is_acknowledged_then_delivered_with_its_key(make, sandbox: Sandbox) -> None:
+def test_a_queued_event_is_acknowledged_then_delivered_with_its_key(make, cms_sandbox: Sandbox) -> None:
     outbox, _ = make()
     result = outbox.track_sale(**sale())
     assert result == {
@@ -117,13 +112,13 @@ def test_a_queued_event_is_acknowledged_then_delivered_with_its_key(make, sandbo
                  "duplicate": False},
     }  # fmt: skip
     assert outbox.flush(timeout=10) is True
-    (request,) = sandbox.requests
+    (request,) = cms_sandbox.requests
     assert request.idempotency_key == result["data"]["idempotency_key"]
-    assert sandbox.sales[0].invoice_id == "inv_987"
+    assert cms_sandbox.sales[0].invoice_id == "inv_987"
     assert outbox.stats() == {"pending": 0, "failed": 0, "delivered": 1, "paused": False}
 
 
-def test_time_is_fixed_at_enqueue_and_kept_when_given(make, sandbox: Sandbox) -> None:
+def test_time_is_fixed_at_enqueue_and_kept_when_given(make, cms_sandbox: Sandbox) -> None:
     outbox, _ = make()
     before = datetime.now(timezone.utc)
     outbox.track_lead(**lead(customer_external_id="a"))
@@ -131,7 +126,7 @@ def test_time_is_fixed_at_enqueue_and_kept_when_given(make, sandbox: Sandbox) ->
     given = datetime(2024, 5, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
     outbox.track_lead(**lead(customer_external_id="b", timestamp=given))
     assert outbox.flush(timeout=10)
-    stamped, kept = (datetime.fromisoformat(request.json["timestamp"]) for request in sandbox.requests)
+    stamped, kept = (datetime.fromisoformat(request.json["timestamp"]) for request in cms_sandbox.requests)
     assert before <= stamped <= after
     assert kept == given
 
@@ -144,7 +139,7 @@ def test_invalid_values_store_nothing(make) -> None:
     assert outbox.stats()["pending"] == 0
 
 
-def test_the_same_key_and_content_is_stored_once(make, sandbox: Sandbox) -> None:
+def test_the_same_key_and_content_is_stored_once(make, cms_sandbox: Sandbox) -> None:
     outbox, _ = make()
     first = outbox.track_lead(**lead(idempotency_key="signup-42"))
     again = outbox.track_lead(**lead(idempotency_key="signup-42"))  # a new stamped time does not count
@@ -154,7 +149,7 @@ def test_the_same_key_and_content_is_stored_once(make, sandbox: Sandbox) -> None
         "data": {"event_id": first["data"]["event_id"], "idempotency_key": "signup-42", "duplicate": True},
     }
     assert outbox.flush(timeout=10)
-    assert len(sandbox.requests) == 1
+    assert len(cms_sandbox.requests) == 1
     after_delivery = outbox.track_lead(**lead(idempotency_key="signup-42"))  # remembered once delivered
     assert after_delivery["data"]["duplicate"] is True
     assert outbox.stats()["pending"] == 0
@@ -221,14 +216,14 @@ def test_a_read_only_file_is_a_storage_error(make, tmp_path: Path) -> None:
 
 
 @pytest.mark.shipped_backoff
-def test_retryable_failures_stay_queued_and_are_sent_again_under_the_same_key(make, sandbox: Sandbox) -> None:
+def test_retryable_failures_stay_queued_and_are_sent_again_under_the_same_key(make, cms_sandbox: Sandbox) -> None:
     outbox, clock = make()
     recorder = Recorder(outbox, clock)
-    sandbox.fail_next(503, times=3)
+    cms_sandbox.fail_next(503, times=3)
     key = outbox.track_lead(**LEAD)["data"]["idempotency_key"]
     assert outbox.flush(timeout=10)
-    assert [request.status for request in sandbox.requests] == [503, 503, 503, 200]
-    assert {request.idempotency_key for request in sandbox.requests} == {key}
+    assert [request.status for request in cms_sandbox.requests] == [503, 503, 503, 200]
+    assert {request.idempotency_key for request in cms_sandbox.requests} == {key}
     gaps = [b - a for a, b in itertools.pairwise(recorder.times())]
     assert len(gaps) == 3
     assert all(gap >= 0.75 for gap in gaps)  # backoff from 1 s (less up to 25% jitter), doubling
@@ -251,10 +246,10 @@ def test_backoff_is_capped_at_five_minutes(tmp_path: Path) -> None:
         outbox.close(timeout=0)
 
 
-def test_retry_after_is_honoured(make, sandbox: Sandbox) -> None:
+def test_retry_after_is_honoured(make, cms_sandbox: Sandbox) -> None:
     outbox, clock = make()
     recorder = Recorder(outbox, clock)
-    sandbox.fail_next(429, retry_after=7)
+    cms_sandbox.fail_next(429, retry_after=7)
     outbox.track_lead(**lead(customer_external_id="a"))
     outbox.track_lead(**lead(customer_external_id="b"))
     assert outbox.flush(timeout=10)
@@ -263,10 +258,10 @@ def test_retry_after_is_honoured(make, sandbox: Sandbox) -> None:
     assert outbox.stats()["delivered"] == 2
 
 
-def test_a_permanent_refusal_fails_the_event_and_calls_on_failure(make, sandbox: Sandbox) -> None:
+def test_a_permanent_refusal_fails_the_event_and_calls_on_failure(make, cms_sandbox: Sandbox) -> None:
     calls: list[tuple[FailedEvent, dict[str, Any]]] = []
     outbox, _ = make(on_failure=lambda event, result: calls.append((event, result)))
-    sandbox.fail_next(422)
+    cms_sandbox.fail_next(422)
     key = outbox.track_sale(**sale(customer_email="jane@example.com"))["data"]["idempotency_key"]
     assert outbox.flush(timeout=10)
     ((event, result),) = calls
@@ -283,17 +278,17 @@ def test_a_permanent_refusal_fails_the_event_and_calls_on_failure(make, sandbox:
     assert outbox.retry_failed() == 1
     assert outbox.flush(timeout=10)
     assert outbox.stats() == {"pending": 0, "failed": 0, "delivered": 1, "paused": False}
-    assert [request.idempotency_key for request in sandbox.requests] == [key, key]
+    assert [request.idempotency_key for request in cms_sandbox.requests] == [key, key]
 
 
 def test_an_exception_in_on_failure_is_logged_and_delivery_goes_on(
-    make, sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+    make, cms_sandbox: Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(event: FailedEvent, result: dict[str, Any]) -> None:
         raise RuntimeError("bug in the callback")
 
     outbox, _ = make(on_failure=broken)
-    sandbox.fail_next(400)
+    cms_sandbox.fail_next(400)
     outbox.track_lead(**lead(customer_external_id="a"))
     outbox.track_lead(**lead(customer_external_id="b"))
     with caplog.at_level(logging.ERROR, logger="cms_python"):
@@ -305,15 +300,15 @@ def test_an_exception_in_on_failure_is_logged_and_delivery_goes_on(
     assert outbox.stats()["failed"] == 0
 
 
-def test_a_409_duplicate_invoice_counts_as_delivered(make, sandbox: Sandbox) -> None:
-    with sandbox.client() as client:
+def test_a_409_duplicate_invoice_counts_as_delivered(make, cms_sandbox: Sandbox) -> None:
+    with cms_sandbox.client() as client:
         assert client.track_sale(**sale(amount=100))["success"]  # the invoice is recorded already
     outbox, _ = make()
     outbox.track_sale(**sale(amount=200))
     outbox.track_lead(**lead(customer_external_id="deferred", mode="deferred"))
     outbox.track_lead(**lead(customer_external_id="deferred"))  # 409 duplicate_attribution: a real failure
     assert outbox.flush(timeout=10)
-    assert [request.response["type"] for request in sandbox.requests if request.status == 409] == [
+    assert [request.response["type"] for request in cms_sandbox.requests if request.status == 409] == [
         "duplicate_invoice",
         "duplicate_attribution",
     ]
@@ -323,10 +318,10 @@ def test_a_409_duplicate_invoice_counts_as_delivered(make, sandbox: Sandbox) -> 
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_401_and_403_pause_delivery_until_resume(
-    make, sandbox: Sandbox, caplog: pytest.LogCaptureFixture, status: int
+    make, cms_sandbox: Sandbox, caplog: pytest.LogCaptureFixture, status: int
 ) -> None:
     outbox, _ = make()
-    sandbox.fail_next(status)
+    cms_sandbox.fail_next(status)
     with caplog.at_level(logging.ERROR, logger="cms_python"):
         for customer in "abc":
             outbox.track_lead(**lead(customer_external_id=customer))
@@ -338,7 +333,7 @@ def test_401_and_403_pause_delivery_until_resume(
     errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
     assert len(errors) == 1
     assert "paused" in errors[0].getMessage()
-    assert len(sandbox.requests) == 1
+    assert len(cms_sandbox.requests) == 1
     outbox.resume()
     assert outbox.flush(timeout=10) is True
     assert outbox.stats() == {"pending": 0, "failed": 0, "delivered": 3, "paused": False}
@@ -381,8 +376,8 @@ class FailKey(httpx.BaseTransport):
         return self._inner.handle_request(request)
 
 
-def test_a_customer_s_events_arrive_in_order_while_others_go_ahead(make, sandbox: Sandbox) -> None:
-    transport = FailKey(sandbox, "a-1", times=3)
+def test_a_customer_s_events_arrive_in_order_while_others_go_ahead(make, cms_sandbox: Sandbox) -> None:
+    transport = FailKey(cms_sandbox, "a-1", times=3)
     with CMSClient(TOKEN, SANDBOX_HOST, http_client=httpx.Client(transport=transport)) as client:
         outbox, _ = make(client=client)
         outbox.track_lead(**lead(customer_external_id="a", idempotency_key="a-1", mode="deferred"))
@@ -393,15 +388,15 @@ def test_a_customer_s_events_arrive_in_order_while_others_go_ahead(make, sandbox
         transport.gate.set()  # everything is queued: a-1 fails, and the others' turn comes while it waits
         assert outbox.flush(timeout=10)
     assert transport.left == 0
-    delivered = [request.idempotency_key for request in sandbox.requests if request.status == 200]
+    delivered = [request.idempotency_key for request in cms_sandbox.requests if request.status == 200]
     assert [key for key in delivered if key.startswith("a-")] == ["a-1", "a-2", "a-3", "a-4"]
     assert delivered.index("b-5") < delivered.index("a-1")  # the others were not held up by a-1's retries
-    assert [lead.click_id_source for lead in sandbox.leads if lead.customer_external_id == "a"] == [
+    assert [lead.click_id_source for lead in cms_sandbox.leads if lead.customer_external_id == "a"] == [
         "request", "association", "association", "association",
     ]  # fmt: skip
 
 
-def test_pacing_spreads_requests_evenly(make, sandbox: Sandbox) -> None:
+def test_pacing_spreads_requests_evenly(make, cms_sandbox: Sandbox) -> None:
     outbox, clock = make(rate_limit=60)
     recorder = Recorder(outbox, clock)
     for number in range(6):
@@ -411,7 +406,7 @@ def test_pacing_spreads_requests_evenly(make, sandbox: Sandbox) -> None:
     assert [round(b - a, 6) for a, b in itertools.pairwise(times)] == [1.0] * 5
 
 
-def test_pacing_in_real_time(make, sandbox: Sandbox) -> None:
+def test_pacing_in_real_time(make, cms_sandbox: Sandbox) -> None:
     outbox, _ = make(rate_limit=600, real_time=True)  # one request every 0.1 s
     recorder = Recorder(outbox, None)
     started = time.monotonic()
@@ -477,14 +472,14 @@ def test_a_file_from_a_newer_version_is_refused(make, tmp_path: Path) -> None:
     assert str(path) in str(raised.value)
 
 
-def test_events_left_in_the_file_are_delivered_by_the_next_outbox(make, sandbox: Sandbox, tmp_path: Path) -> None:
+def test_events_left_in_the_file_are_delivered_by_the_next_outbox(make, cms_sandbox: Sandbox, tmp_path: Path) -> None:
     path = tmp_path / "o.sqlite3"
     with Outbox(path, TOKEN, "http://127.0.0.1:9") as down:  # the API is unreachable
         key = down.track_sale(**SALE)["data"]["idempotency_key"]
         down.close(timeout=0)
     outbox, _ = make(path)  # starts delivering at once: the file holds a pending event
     assert outbox.flush(timeout=10)
-    assert [request.idempotency_key for request in sandbox.requests] == [key]
+    assert [request.idempotency_key for request in cms_sandbox.requests] == [key]
 
 
 def test_claims_are_released_at_close(tmp_path: Path) -> None:
@@ -527,11 +522,11 @@ def test_a_closed_outbox_refuses_calls(make) -> None:
         outbox.flush()
 
 
-def test_memory_outbox_delivers(make, sandbox: Sandbox) -> None:
+def test_memory_outbox_delivers(make, cms_sandbox: Sandbox) -> None:
     outbox, _ = make(":memory:")
     outbox.track_sale(**SALE)
     assert outbox.flush(timeout=10)
-    assert len(sandbox.sales) == 1
+    assert len(cms_sandbox.sales) == 1
 
 
 def test_arguments_are_checked_at_construction(tmp_path: Path) -> None:
@@ -560,7 +555,7 @@ def test_importing_cms_python_does_not_load_the_outbox() -> None:
     assert subprocess.check_output([sys.executable, "-c", code], text=True).split() == ["False", "False"]
 
 
-def test_repr_and_logs_never_show_the_token(make, sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
+def test_repr_and_logs_never_show_the_token(make, cms_sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     outbox = Outbox(":memory:", TOKEN, "http://127.0.0.1:9")
     outbox.track_lead(**LEAD)
@@ -570,10 +565,10 @@ def test_repr_and_logs_never_show_the_token(make, sandbox: Sandbox, caplog: pyte
     assert TOKEN not in caplog.text
 
 
-def test_the_stored_body_is_what_is_sent(make, sandbox: Sandbox) -> None:
+def test_the_stored_body_is_what_is_sent(make, cms_sandbox: Sandbox) -> None:
     outbox, _ = make()
-    sandbox.fail_next(422)  # a failed event keeps its body
+    cms_sandbox.fail_next(422)  # a failed event keeps its body
     outbox.track_lead(**lead(customer_name="Zoë", customer_email="zoe@example.com"))
     assert outbox.flush(timeout=10)
     (body,) = outbox._store.connection.execute("SELECT body FROM events").fetchone()
-    assert json.loads(body) == sandbox.requests[0].json
+    assert json.loads(body) == cms_sandbox.requests[0].json

@@ -14,7 +14,6 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from cms_python import __version__
-from cms_python.testing import Sandbox
 
 from .conftest import LEAD, SALE, TOKEN
 from .servers import Recorded, Reply
@@ -225,11 +224,10 @@ def test_sdk_headers_go_with_every_request(face, server, method, kwargs):
         assert headers["x-cms-sdk-runtime"] == "python"
 
 
-def test_the_sandbox_records_the_sdk_headers():
-    sandbox = Sandbox()
-    with sandbox.client() as client:
+def test_the_sandbox_records_the_sdk_headers(cms_sandbox):
+    with cms_sandbox.client() as client:
         send(client, "track_lead", LEAD)
-    (request,) = sandbox.requests
+    (request,) = cms_sandbox.requests
     assert (request.headers["x-cms-sdk-version"], request.headers["x-cms-sdk-runtime"]) == (
         f"python-{__version__}",
         "python",
