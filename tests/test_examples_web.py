@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cms_python.testing import Sandbox
+
 from .web_support import ServedSandbox, served_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,8 +145,8 @@ def visit_and_sign_up(example: str, running: Running) -> None:
 
 
 @pytest.fixture
-def sandbox() -> Iterator[ServedSandbox]:
-    with served_sandbox() as served:
+def sandbox(cms_sandbox: Sandbox) -> Iterator[ServedSandbox]:
+    with served_sandbox(cms_sandbox) as served:
         yield served
 
 

@@ -18,6 +18,7 @@ from django.test import AsyncClient, Client, override_settings
 from django.urls import path
 
 from cms_python.integrations import django as cms_django
+from cms_python.testing import Sandbox
 
 from .web_support import ABC_COOKIE, HOSTILE_QUERY_VALUES, ServedSandbox, served_sandbox
 
@@ -166,10 +167,10 @@ def test_bad_settings_are_refused() -> None:
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[ServedSandbox]:
+def sandbox(cms_sandbox: Sandbox, tmp_path: Path) -> Iterator[ServedSandbox]:
     """The sandbox served, and the settings that point the outbox at it (changing them back closes it)."""
     with (
-        served_sandbox() as served,
+        served_sandbox(cms_sandbox) as served,
         override_settings(
             CMS_OUTBOX_PATH=str(tmp_path / "outbox.sqlite3"), CMS_HOST=served.url, CMS_BEARER_TOKEN=served.token
         ),

@@ -11,6 +11,7 @@ from flask import Flask, g, request
 from flask.testing import FlaskClient
 
 from cms_python.integrations.flask import CMS
+from cms_python.testing import Sandbox
 
 from .web_support import ABC_COOKIE, HOSTILE_QUERY_VALUES, ServedSandbox, served_sandbox
 
@@ -110,8 +111,8 @@ def test_bad_settings_are_refused() -> None:
 
 
 @pytest.fixture
-def sandbox() -> Any:
-    with served_sandbox() as served:
+def sandbox(cms_sandbox: Sandbox) -> Any:
+    with served_sandbox(cms_sandbox) as served:
         yield served
 
 

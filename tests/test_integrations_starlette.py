@@ -168,8 +168,8 @@ def test_bad_settings_are_refused() -> None:
 
 
 @pytest.fixture
-def sandbox() -> Iterator[ServedSandbox]:
-    with served_sandbox() as served:
+def sandbox(cms_sandbox: Sandbox) -> Iterator[ServedSandbox]:
+    with served_sandbox(cms_sandbox) as served:
         yield served
 
 
@@ -230,13 +230,12 @@ def test_without_the_lifespan_the_dependency_says_what_is_missing(client: TestCl
         client.post("/signup", json={"user": "user_42"})
 
 
-def test_tests_can_hand_handlers_an_outbox_of_their_own(tmp_path: Path) -> None:
-    sandbox = Sandbox()
+def test_tests_can_hand_handlers_an_outbox_of_their_own(cms_sandbox: Sandbox, tmp_path: Path) -> None:
     app = make_app()
-    with Outbox(tmp_path / "outbox.sqlite3", client=sandbox.client(), rate_limit=None) as outbox:
+    with Outbox(tmp_path / "outbox.sqlite3", client=cms_sandbox.client(), rate_limit=None) as outbox:
         app.dependency_overrides[cms_outbox] = lambda: outbox
         with TestClient(app) as client:
             client.get("/?cms_rf=abc")
             assert client.post("/signup", json={"user": "user_42"}).json()["success"] is True
         assert outbox.flush(timeout=30)
-    assert [lead.click_id for lead in sandbox.leads] == ["abc"]
+    assert [lead.click_id for lead in cms_sandbox.leads] == ["abc"]

@@ -36,8 +36,8 @@ class ServedSandbox:
 
 
 @contextmanager
-def served_sandbox() -> Iterator[ServedSandbox]:
-    sandbox = Sandbox()
+def served_sandbox(sandbox: Sandbox) -> Iterator[ServedSandbox]:
+    """`sandbox` (the plugin's `cms_sandbox`) served over HTTP while the block runs."""
     events: list[str] = []
     with sandbox.serve(log=lambda line: events.append(f"sandbox answered {line}")) as url:
         yield ServedSandbox(sandbox, url, events=events)
