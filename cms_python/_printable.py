@@ -1,4 +1,4 @@
-"""Text from elsewhere (a server's answer), made safe to put in a log record or on a terminal."""
+"""Text from elsewhere (a server's answer, a client's request), made safe for a log record or a terminal."""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ Nothing here does I/O: `build_lead` and `build_sale` return either a `TrackReque
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from datetime import datetime, timezone
@@ -19,6 +18,7 @@ from cms_api_client.models import LeadPayload, SalePayload
 from ._formats import is_email, is_uri
 from ._operations import LEAD, SALE, Operation, TrackRequest
 from ._results import validation_error
+from ._spec import load_spec
 from ._types import TrackError
 
 #: JSON parsers that use doubles (JavaScript's) lose cents above this.
@@ -95,20 +95,12 @@ def max_lengths(operation: Operation[Any]) -> dict[str, int]:
 
 @cache
 def _max_lengths(schema_name: str) -> dict[str, int]:
-    properties = _spec()["components"]["schemas"][schema_name]["properties"]
+    properties = load_spec()["components"]["schemas"][schema_name]["properties"]
     return {
         _CAMEL_HUMPS.sub("_", name).lower(): schema["maxLength"]
         for name, schema in properties.items()
         if "maxLength" in schema
     }
-
-
-@cache
-def _spec() -> dict[str, Any]:
-    from importlib.resources import files  # noqa: PLC0415 - on the first call, not on every `import cms_python`
-
-    spec: dict[str, Any] = json.loads(files("cms_api_client").joinpath("openapi.json").read_text(encoding="utf-8"))
-    return spec
 
 
 class _Fields:

@@ -15,8 +15,8 @@ import pytest
 import schemathesis
 from hypothesis import settings
 
+from cms_python._spec import load_spec
 from cms_python.testing import Sandbox
-from cms_python.testing._schema import load_spec
 
 TOKEN = "schemathesis-token"
 CONFIG = schemathesis.Config.from_str(

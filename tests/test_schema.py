@@ -21,7 +21,8 @@ from jsonschema import Draft202012Validator, FormatChecker, ValidationError, val
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from cms_python.testing._schema import Validator, load_spec
+from cms_python._spec import load_spec
+from cms_python.testing._schema import Validator
 
 SPEC = load_spec()
 SCHEMAS = SPEC["components"]["schemas"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from .._spec import load_spec
 from ._records import (
     IDEMPOTENCY_HEADER,
     JSON_CONTENT_TYPE,
@@ -26,7 +27,7 @@ from ._records import (
     Sale,
     error_reply,
 )
-from ._schema import Validator, load_spec
+from ._schema import Validator
 
 SUCCESS_MESSAGE = "Event tracked successfully"
 #: How long the rate limit's window is, in seconds.

@@ -15,7 +15,6 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 from functools import cache
-from importlib.resources import files
 from typing import Any
 
 from .._formats import is_email, is_uri
@@ -43,14 +42,6 @@ _PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {
 _DATE_TIME = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:[Zz]|([+-])(\d{2}):(\d{2}))", re.ASCII
 )
-
-
-@cache
-def load_spec() -> dict[str, Any]:
-    """The packaged OpenAPI document (`cms_api_client/openapi.json`, written from `openapi/cutmeshort.yaml`)."""
-    text = files("cms_api_client").joinpath("openapi.json").read_text(encoding="utf-8")
-    spec: dict[str, Any] = json.loads(text)
-    return spec
 
 
 class Validator:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from ._printable import printable
+from .._printable import printable
 from ._records import Reply, error_reply
 from ._transports import Handle
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._printable import printable
+from .._printable import printable
 from ._sandbox import Sandbox
 
 
