@@ -18,6 +18,7 @@ from typing import Any
 
 from ._base import HOST_VARIABLE, TOKEN_VARIABLE
 from ._client import CMSClient
+from ._outbox_cli import add_command as add_outbox_command
 from ._types import TrackResult
 from ._version import __version__
 from .testing import Sandbox
@@ -157,6 +158,7 @@ example:
 """,
         _demo,
     )
+    add_outbox_command(commands, _command)
     return parser
 
 

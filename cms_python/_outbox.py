@@ -229,6 +229,7 @@ class Outbox:
 
         True once none of the events pending at the call is pending any more (delivered, or failed for good);
         False when `timeout` seconds passed first, or at once when delivery is paused (401/403; logged).
+        `RuntimeError` from `on_failure`, which runs in the delivery thread.
         """
         self._check_usable()
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -237,6 +238,8 @@ class Outbox:
             if not self._store.pending_through(horizon):
                 return True
             delivery = self._delivering()
+            if delivery.is_current_thread:
+                raise RuntimeError("flush() from on_failure would wait for its own thread: call it elsewhere")
             while True:
                 if delivery.paused:
                     logger.warning(

@@ -143,11 +143,15 @@ class Delivery:
         self.paused = False
         self._wake.set()
 
+    @property
+    def is_current_thread(self) -> bool:
+        return self._thread is threading.current_thread()
+
     def stop(self, timeout: float) -> bool:
         """Ask the thread to stop after the attempt in flight; True once it has (its claims released)."""
         self._stopping = True
         self._wake.set()
-        if self._thread.ident is not None and self._thread is not threading.current_thread():
+        if self._thread.ident is not None and not self.is_current_thread:
             self._thread.join(timeout)
         return not self._thread.is_alive()
 

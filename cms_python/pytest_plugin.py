@@ -7,18 +7,24 @@
 
 Each test gets a fresh `Sandbox`. Need other settings (a fixed token, a rate limit)? Override `cms_sandbox`
 in your conftest.py: `return Sandbox(token="...", rate_limit=60)`; the client fixtures follow it.
+`cms_outbox` is an `Outbox` delivering to the same sandbox.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from ._async_client import AsyncCMSClient
 from ._client import CMSClient
 from .testing import Sandbox
+
+if TYPE_CHECKING:
+    from ._outbox import Outbox
 
 
 @pytest.fixture
@@ -42,3 +48,16 @@ def cms_async_client(cms_sandbox: Sandbox) -> Iterator[AsyncCMSClient]:
     yield client
     # Nothing in it is bound to the test's event loop (the sandbox transport holds no connections).
     asyncio.run(client.aclose())
+
+
+@pytest.fixture
+def cms_outbox(cms_sandbox: Sandbox, tmp_path: Path) -> Iterator[Outbox]:
+    """An `Outbox` on a temporary file, delivering to `cms_sandbox` with no pacing. Delivery runs in the
+    background: call `cms_outbox.flush()` before looking at the sandbox. Flushed and closed after the test."""
+    from ._outbox import Outbox  # noqa: PLC0415 - sqlite3 and a thread only for the tests that use it
+
+    with (
+        cms_sandbox.client() as client,
+        Outbox(tmp_path / "cms-outbox.sqlite3", client=client, rate_limit=None) as outbox,
+    ):
+        yield outbox

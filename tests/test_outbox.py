@@ -572,3 +572,18 @@ def test_the_stored_body_is_what_is_sent(make, cms_sandbox: Sandbox) -> None:
     assert outbox.flush(timeout=10)
     (body,) = outbox._store.connection.execute("SELECT body FROM events").fetchone()
     assert json.loads(body) == cms_sandbox.requests[0].json
+
+
+def test_flush_from_on_failure_raises_instead_of_waiting_for_itself(
+    make, cms_sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    outboxes: list[Outbox] = []
+    outbox, _ = make(on_failure=lambda event, result: outboxes[0].flush())
+    outboxes.append(outbox)
+    cms_sandbox.fail_next(400)
+    outbox.track_lead(**lead(customer_external_id="a"))
+    outbox.track_lead(**lead(customer_external_id="b"))
+    with caplog.at_level(logging.ERROR, logger="cms_python"):
+        assert outbox.flush(timeout=10)
+    assert "its own thread" in caplog.text
+    assert outbox.stats()["delivered"] == 1

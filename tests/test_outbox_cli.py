@@ -1,0 +1,135 @@
+"""`cms outbox`: counts, failed events, retry, purge, and delivery in the foreground."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cms_python import Outbox
+from cms_python._cli import main
+from cms_python.testing import Sandbox
+
+from .conftest import LEAD, SALE, TOKEN
+
+
+@pytest.fixture
+def sandbox() -> Sandbox:
+    return Sandbox()
+
+
+@pytest.fixture
+def url(sandbox: Sandbox) -> Iterator[str]:
+    with sandbox.serve() as served:
+        yield served
+
+
+@pytest.fixture
+def path(tmp_path: Path, sandbox: Sandbox) -> Path:
+    """An outbox file holding one failed sale (refused with a 422), one delivered lead and two pending leads."""
+    file = tmp_path / "outbox.sqlite3"
+    with sandbox.client() as client, Outbox(file, client=client, rate_limit=None) as outbox:
+        sandbox.fail_next(422)
+        outbox.track_sale(**SALE, idempotency_key="sale-1")
+        outbox.track_lead(**LEAD)
+        assert outbox.flush(timeout=10)
+    with Outbox(file, TOKEN, "http://127.0.0.1:9") as down:  # nothing listens: these stay pending
+        down.track_lead(**{**LEAD, "customer_external_id": "a"})
+        down.track_lead(**{**LEAD, "customer_external_id": "b"})
+        down.close(timeout=0)
+    return file
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(["outbox", *argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_counts(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, str(path)) == (0, '{"delivered": 1, "failed": 1, "pending": 2}\n', "")
+
+
+def test_the_path_can_come_from_the_environment(
+    path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CMS_OUTBOX", str(path))
+    assert json.loads(run(capsys)[1])["pending"] == 2
+
+
+def test_failed_events_are_json_lines(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, str(path), "--failed")
+    (line,) = out.splitlines()
+    event = json.loads(line)
+    assert status == 0
+    assert (event["kind"], event["idempotency_key"]) == ("sale", "sale-1")
+    assert event["arguments"]["invoice_id"] == "inv_987"
+    assert event["arguments"]["timestamp"].endswith("+00:00")
+    assert (event["result"]["status_code"], event["result"]["type"]) == (422, "sandbox_fault")
+
+
+def test_retry_failed_queues_them_again(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, str(path), "--retry-failed")
+    assert (status, out.split()[0]) == (0, "1")
+    assert json.loads(run(capsys, str(path))[1]) == {"delivered": 1, "failed": 0, "pending": 3}
+
+
+def test_purge_failed_asks_first(
+    path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))  # not a terminal: no question, nothing deleted
+    status, _, err = run(capsys, str(path), "--purge-failed")
+    assert (status, "--yes" in err) == (1, True)
+    assert json.loads(run(capsys, str(path))[1])["failed"] == 1
+    assert run(capsys, str(path), "--purge-failed", "--yes")[:2] == (0, "1 failed event(s) deleted\n")
+    assert json.loads(run(capsys, str(path))[1])["failed"] == 0
+
+
+def test_a_missing_file_is_not_created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nothing.sqlite3"
+    status, _, err = run(capsys, str(missing))
+    assert (status, "no outbox at" in err) == (1, True)
+    assert not missing.exists()
+
+
+def test_a_file_that_is_not_an_outbox_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "notes.txt"
+    other.write_text("hello\n" * 200)
+    status, _, err = run(capsys, str(other))
+    assert (status, "not a readable CutMeShort outbox" in err) == (1, True)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["a", "b"], ["deliver", "x", "--failed"], ["x", "--until-empty"], ["x", "--failed", "--retry-failed"]],
+)
+def test_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["outbox", *argv])
+    assert raised.value.code == 2
+
+
+def test_deliver_until_empty_with_progress(
+    path: Path, url: str, sandbox: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    status, _, err = run(capsys, "deliver", str(path), "--until-empty", "--host", url, "--token", TOKEN)
+    assert status == 0
+    assert "delivered 2" in err
+    assert "pending 0" in err
+    assert [lead.customer_external_id for lead in sandbox.leads][-2:] == ["a", "b"]
+
+
+def test_deliver_stops_when_the_token_is_refused(
+    path: Path, url: str, sandbox: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox.token = "another-token"
+    monkeypatch.setenv("CMS_BEARER_TOKEN", TOKEN)
+    monkeypatch.setenv("CMS_HOST", url)
+    status, _, err = run(capsys, "deliver", str(path), "--until-empty")
+    assert (status, "paused" in err) == (1, True)
+    assert json.loads(run(capsys, str(path))[1])["pending"] == 2
