@@ -1,4 +1,4 @@
-"""The README's Python examples stay valid: all of them compile, the testing example passes as written."""
+"""The README's Python examples stay valid: all of them compile, the testing examples pass as written."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_python_blocks_compile(block: str) -> None:
     compile(block, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
 
 
-def test_the_testing_example_passes_as_written(pytester: pytest.Pytester) -> None:
-    (example,) = [block for block in BLOCKS if "def test_" in block]
+@pytest.mark.parametrize("example", [block for block in BLOCKS if "def test_" in block])
+def test_the_testing_examples_pass_as_written(pytester: pytest.Pytester, example: str) -> None:
     pytester.makepyfile(test_example=example)
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=example.count("def test_"))
