@@ -30,6 +30,7 @@ from ._types import TrackError, TrackQueued
 logger = logging.getLogger("cms_python")
 
 _P = ParamSpec("_P")
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 OutboxResult = TrackQueued | TrackError
 
 _TRACK_DOC = """Queue a {kind} for delivery: the same keyword arguments and checks as `CMSClient.track_{kind}`.
@@ -177,7 +178,7 @@ class Outbox:
                 request.operation.kind,
                 key,
                 request.body.customer_external_id,
-                json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+                _JSON.encode(body),
                 stamped=stamped,
                 now=self._settings.clock.now(),
                 max_pending=self._max_pending,
@@ -381,16 +382,19 @@ def _before_fork() -> None:
     _held_for_fork[:] = list(_LIVE)
     for outbox in _held_for_fork:
         outbox._store.lock.acquire()
+        outbox._store.checkpoint_lock.acquire()
 
 
 def _after_fork_in_parent() -> None:
     for outbox in _held_for_fork:
+        outbox._store.checkpoint_lock.release()
         outbox._store.lock.release()
     _held_for_fork.clear()
 
 
 def _after_fork_in_child() -> None:
     for outbox in _held_for_fork:
+        outbox._store.checkpoint_lock.release()
         outbox._store.lock.release()
         outbox._start_lock = threading.Lock()
         outbox._forked = True

@@ -39,8 +39,9 @@ BATCH = 32
 #: they wait for a retry), and, when nothing is pending, for events queued by other processes.
 POLL = 0.25
 IDLE_POLL = 1.0
-#: How often to look for claims of processes that died, and to forget old deliveries.
+#: How often to look for claims of processes that died, to checkpoint the WAL, and to forget old deliveries.
 DEAD_OWNER_CHECK = 1.0
+CHECKPOINT_EVERY = 1.0
 FORGET_EVERY = 3600.0
 _OPERATIONS: dict[str, Operation[Any]] = {"lead": LEAD, "sale": SALE}
 _PAUSING_STATUSES = (401, 403)
@@ -125,6 +126,7 @@ class Delivery:
         self.paused = False
         self._failures_in_a_row = 0
         self._last_dead_owner_check = 0.0
+        self._last_checkpoint = time.monotonic()
         self._last_forget = 0.0
         self._storage_trouble = False
         self._thread = threading.Thread(target=self._run, name=f"cms-outbox {store.path}", daemon=True)
@@ -183,6 +185,9 @@ class Delivery:
         if now - self._last_forget >= FORGET_EVERY:
             self._store.forget_deliveries(now - DELIVERED_MEMORY)
             self._last_forget = now
+        if time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY:  # real time: it is about the disk
+            self._store.checkpoint()
+            self._last_checkpoint = time.monotonic()
         interval = self._settings.interval
         claim = self._store.claim(self._owner, now, 1 if interval is not None else BATCH, interval)
         if self._storage_trouble:
@@ -268,19 +273,18 @@ class Delivery:
         self.paused = True
 
     def _fail(self, event: StoredEvent, result: TrackError, *, attempted: bool) -> None:
-        if not self._store.failed(event, dict(result), self._settings.clock.now(), attempted=attempted):
-            return
         logger.warning(
             "CutMeShort outbox %s: %s %s failed for good: status %s, type %s",
             self._store.path, event.kind, event.event_id, result["status_code"], result["type"],
         )  # fmt: skip
+        # Called before the event leaves `pending`, so that a flush() that saw it go also saw the callback run.
         on_failure = self._settings.on_failure
-        if on_failure is None:
-            return
-        try:
-            on_failure(failed_event(event, result), result)
-        except Exception:
-            logger.exception("CutMeShort outbox %s: on_failure raised; delivery goes on", self._store.path)
+        if on_failure is not None:
+            try:
+                on_failure(failed_event(event, result), result)
+            except Exception:
+                logger.exception("CutMeShort outbox %s: on_failure raised; delivery goes on", self._store.path)
+        self._store.failed(event, dict(result), attempted=attempted)
 
     def _storage_failed(self, exc: sqlite3.Error) -> None:
         if not self._storage_trouble:

@@ -1,14 +1,16 @@
 """The outbox's SQLite file: its schema, and every read and write of it, each in one transaction.
 
-One `Store` is one connection, shared by the threads of one `Outbox` under `lock`. Several processes may open
-the same file: SQLite's locks make each transaction atomic across them, and an event is sent only by the
+One `Store` is one connection, shared by the threads of one `Outbox` under `lock` (and, for a file, a second
+one with which the delivery thread checkpoints the WAL, so that an enqueue never does). Several processes may
+open the same file: SQLite's locks make each transaction atomic across them, and an event is sent only by the
 holder of its claim (`claim_owner` until `claim_expires`).
 
-Rows: an event is `pending` (to send), `failed` (a permanent refusal, or expired; kept until retried or
-purged) or `delivered` (its body dropped, its idempotency key and a fingerprint of its content kept for
-`DELIVERED_MEMORY`, so that the same event queued again is recognised). `counters` holds the pending and failed
-counts (kept by triggers, so a full-outbox check costs no scan), the total delivered, and `next_send_at`: the
-earliest time any process may send again (pacing, and the wait a 429 or an outage asks for).
+`events` holds the `pending` events (to send) and the `failed` ones (a permanent refusal, or expired; kept until
+retried or purged). A delivered event leaves it for `delivered`, which keeps its idempotency key and a
+fingerprint of its content for `DELIVERED_MEMORY`, so that the same event queued again is recognised.
+An enqueue writes three pages (the row, its key in the key index, the row count in `sqlite_sequence`): every
+other count is kept by triggers on the delivery side, in `counters`, with `next_send_at`, the earliest time
+any process may send again (pacing, and the wait a 429 or an outage asks for).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ DELIVERED_MEMORY = 30 * 24 * 3600.0
 LEASE = 300.0
 #: How long a transaction waits for another process's to end before the operation fails.
 BUSY_TIMEOUT = 10.0
+#: WAL pages past which a commit checkpoints by itself: only when no delivery thread has done it (each does, every
+#: second), as a checkpoint costs an fsync.
+AUTOCHECKPOINT_PAGES = 10_000
 MEMORY = ":memory:"
 
 _SCHEMA = """
@@ -41,53 +46,50 @@ CREATE TABLE events (
     kind TEXT NOT NULL,
     idempotency_key TEXT NOT NULL UNIQUE,
     customer TEXT NOT NULL,
-    body TEXT,
+    body TEXT NOT NULL,
     stamped INTEGER NOT NULL,
-    fingerprint TEXT,
     queued_at REAL NOT NULL,
     state TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
     not_before REAL NOT NULL DEFAULT 0,
     claim_owner TEXT,
     claim_expires REAL,
-    result TEXT,
-    done_at REAL
+    result TEXT
 );
-CREATE INDEX pending_by_seq ON events (seq) WHERE state = 'pending';
-CREATE INDEX pending_by_customer ON events (customer, seq) WHERE state = 'pending';
-CREATE INDEX failed_by_seq ON events (seq) WHERE state = 'failed';
-CREATE INDEX delivered_by_time ON events (done_at) WHERE state = 'delivered';
+CREATE TABLE delivered (
+    idempotency_key TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    done_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX delivered_by_time ON delivered (done_at);
 CREATE TABLE counters (name TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID;
-INSERT INTO counters VALUES ('pending', 0), ('failed', 0), ('delivered', 0), ('next_send_at', 0.0);
-CREATE TRIGGER count_insert AFTER INSERT ON events BEGIN
-    UPDATE counters SET value = value + 1 WHERE name = NEW.state;
+INSERT INTO counters VALUES ('left_pending', 0), ('failed', 0), ('delivered', 0), ('next_send_at', 0.0);
+CREATE TRIGGER count_state AFTER UPDATE OF state ON events WHEN OLD.state != NEW.state BEGIN
+    UPDATE counters SET value = value + iif(NEW.state = 'failed', 1, -1) WHERE name IN ('left_pending', 'failed');
 END;
-CREATE TRIGGER count_update AFTER UPDATE OF state ON events WHEN OLD.state != NEW.state BEGIN
-    UPDATE counters SET value = value - 1 WHERE name = OLD.state AND name != 'delivered';
-    UPDATE counters SET value = value + 1 WHERE name = NEW.state;
+CREATE TRIGGER count_delete AFTER DELETE ON events BEGIN
+    UPDATE counters SET value = value + 1 WHERE name = 'left_pending' AND OLD.state = 'pending';
+    UPDATE counters SET value = value - 1 WHERE name = 'failed' AND OLD.state = 'failed';
 END;
-CREATE TRIGGER count_delete AFTER DELETE ON events WHEN OLD.state != 'delivered' BEGIN
-    UPDATE counters SET value = value - 1 WHERE name = OLD.state;
+CREATE TRIGGER count_delivered AFTER INSERT ON delivered BEGIN
+    UPDATE counters SET value = value + 1 WHERE name = 'delivered';
 END;
 """
-_ENQUEUE = """
+# Pending events: every event ever queued (sqlite_sequence counts them) less those that left `pending`.
+_PENDING = """
+coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)
+- (SELECT value FROM counters WHERE name = 'left_pending')
+"""
+# Nothing is inserted when the key is known (an INSERT that meets a conflict would still count in sqlite_sequence).
+_ENQUEUE = f"""
 INSERT INTO events (kind, idempotency_key, customer, body, stamped, queued_at)
-SELECT ?, ?, ?, ?, ?, ? WHERE (SELECT value FROM counters WHERE name = 'pending') < ?
-ON CONFLICT (idempotency_key) DO NOTHING
-"""
-# The oldest sendable events, at most one per customer: the oldest pending event of its customer, not waiting
-# for a retry, not claimed by a live claim (the caller's own are stale: it claims only with nothing in flight).
-# A later event never overtakes an earlier one of its customer.
-_CLAIMABLE = """
-SELECT seq, kind, idempotency_key, body, stamped, queued_at, attempts, result FROM events AS e
-WHERE state = 'pending' AND not_before <= :now
-  AND (claim_expires IS NULL OR claim_expires <= :now OR claim_owner = :owner)
-  AND NOT EXISTS (
-    SELECT 1 FROM events AS earlier
-    WHERE earlier.state = 'pending' AND earlier.customer = e.customer AND earlier.seq < e.seq
-  )
-ORDER BY seq LIMIT :limit
-"""
+SELECT ?1, ?2, ?3, ?4, ?5, ?6
+WHERE {_PENDING} < ?7
+  AND NOT EXISTS (SELECT 1 FROM events WHERE idempotency_key = ?2)
+  AND NOT EXISTS (SELECT 1 FROM delivered WHERE idempotency_key = ?2)
+"""  # noqa: S608 - constant text
+_COLUMNS = "seq, kind, idempotency_key, body, stamped, queued_at, attempts, result"
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +182,10 @@ class Store:
     def __init__(self, path: str, durability: Literal["process", "power"]) -> None:
         self.path = path
         self.lock = threading.Lock()
+        #: Held while checkpointing: like `lock`, taken by the fork handler, so no thread is inside SQLite then.
+        self.checkpoint_lock = threading.Lock()
+        self._checkpointer: sqlite3.Connection | None = None
+        self._durability = durability
         if path == MEMORY:
             self.connection = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
             self.connection.executescript(_SCHEMA)
@@ -201,7 +207,7 @@ class Store:
             self._check()  # before anything is written: a file that is not an outbox is left untouched
             # WAL: a commit appends to the log, and readers never block the writer.
             self.connection.execute("PRAGMA journal_mode = WAL")
-            self.connection.execute(f"PRAGMA synchronous = {'FULL' if durability == 'power' else 'NORMAL'}")
+            self._tune(self.connection)
             with self.transaction():
                 if self._check() == "new":  # checked again: another process may have set it up meanwhile
                     for statement in _statements(_SCHEMA):
@@ -215,6 +221,24 @@ class Store:
                 f"{self.path} is not a readable CutMeShort outbox ({exc}); it was left as it is. "
                 "Move it away to start a new outbox: the events in it may still be recoverable."
             ) from None
+
+    def _tune(self, connection: sqlite3.Connection) -> None:
+        connection.execute(f"PRAGMA synchronous = {'FULL' if self._durability == 'power' else 'NORMAL'}")
+        connection.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
+        connection.execute("PRAGMA journal_size_limit = 16777216")  # the WAL shrinks back to 16 MB after a burst
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database (PASSIVE: never waits for, nor blocks, the other connections), through a
+        connection of its own, so that enqueues go on meanwhile. For the delivery thread."""
+        if self.path == MEMORY:
+            return
+        with self.checkpoint_lock:
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
+                )
+                self._tune(self._checkpointer)
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _check(self) -> Literal["new", "ours"]:
         """Whether the file is empty (a new outbox) or an outbox this SDK reads; `ValueError` otherwise."""
@@ -264,74 +288,107 @@ class Store:
         self, kind: str, key: str, customer: str, body: str, *, stamped: bool, now: float, max_pending: int
     ) -> tuple[str, bool]:
         with self.transaction():
-            row = self.connection.execute(
-                "SELECT seq, kind, body, stamped, fingerprint FROM events WHERE idempotency_key = ?", (key,)
-            ).fetchone()
-            if row is not None:
-                seq, stored_kind, stored_body, stored_stamped, stored_fingerprint = row
-                known = stored_fingerprint or fingerprint(stored_kind, stored_body, bool(stored_stamped))
-                if known != fingerprint(kind, body, stamped):
-                    raise KeyReused(str(seq))
-                return str(seq), True
-            # The outbox was full when the statement ran; a delivery may have made room since.
-            cursor = self.connection.execute(_ENQUEUE, (kind, key, customer, body, stamped, now, max_pending))
-            if cursor.rowcount != 1:
-                raise Full
-            return str(cursor.lastrowid), False
+            connection = self.connection
+            row = connection.execute("SELECT seq, kind, body, stamped FROM events WHERE idempotency_key = ?", (key,))
+            found = row.fetchone()
+            if found is not None:
+                seq, stored_kind, stored_body, stored_stamped = found
+                known = fingerprint(stored_kind, stored_body, bool(stored_stamped))
+            else:
+                found = connection.execute(
+                    "SELECT seq, fingerprint FROM delivered WHERE idempotency_key = ?", (key,)
+                ).fetchone()
+                if found is None:
+                    # The outbox was full when the statement ran; a delivery may have made room since.
+                    cursor = connection.execute(_ENQUEUE, (kind, key, customer, body, stamped, now, max_pending))
+                    if cursor.rowcount != 1:
+                        raise Full
+                    return str(cursor.lastrowid), False
+                seq, known = found
+            if known != fingerprint(kind, body, stamped):
+                raise KeyReused(str(seq))
+            return str(seq), True
 
     # -- delivery -----------------------------------------------------------------------------------------------
 
     def claim(self, owner: str, now: float, limit: int, interval: float | None) -> Claim:
         """Hold up to `limit` sendable events for `owner` (one transaction), unless sending must wait.
 
+        Sendable: pending, not waiting for a retry, not claimed by a live claim (the caller's own are stale: it
+        claims only with nothing in flight), and the oldest pending event of its customer, so that a later event
+        never overtakes an earlier one of its customer. Oldest first.
         `interval`: seconds between sends (pacing), shared by every process using the file: each claimed event
         takes the next slot.
         """
         with self.lock, self.transaction():
             connection = self.connection
-            counters = dict(
-                connection.execute("SELECT name, value FROM counters WHERE name IN ('pending', 'next_send_at')")
-            )
-            pending, next_send_at = counters["pending"], counters["next_send_at"]
+            pending, next_send_at = connection.execute(
+                f"SELECT {_PENDING}, (SELECT value FROM counters WHERE name = 'next_send_at')"  # noqa: S608
+            ).fetchone()
             hold = next_send_at - now
             # A wait longer than any this outbox asks for is a wall-clock jump backwards: ignored.
             if 0 < hold <= max(1000.0, 2 * (interval or 0)):
                 return Claim([], hold, pending)
             if not pending:
                 return Claim([], 0.0, 0)
-            rows = connection.execute(_CLAIMABLE, {"now": now, "limit": limit, "owner": owner}).fetchall()
-            events = [StoredEvent(*row) for row in rows]
-            if events:
+            chosen = self._sendable(owner, now, limit)
+            if not chosen:
+                return Claim([], 0.0, pending)
+            seqs = json.dumps(chosen)
+            connection.execute(
+                "UPDATE events SET claim_owner = ?, claim_expires = ? WHERE seq IN (SELECT value FROM json_each(?))",
+                (owner, now + LEASE, seqs),
+            )
+            if interval is not None:
                 connection.execute(
-                    "UPDATE events SET claim_owner = ?, claim_expires = ? "
-                    "WHERE seq IN (SELECT value FROM json_each(?))",
-                    (owner, now + LEASE, _seqs(events)),
+                    "UPDATE counters SET value = ? WHERE name = 'next_send_at'", (now + interval * len(chosen),)
                 )
-                if interval is not None:
-                    connection.execute(
-                        "UPDATE counters SET value = ? WHERE name = 'next_send_at'", (now + interval * len(events),)
-                    )
-            return Claim(events, 0.0, pending)
+            rows = connection.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE seq IN (SELECT value FROM json_each(?)) ORDER BY seq",  # noqa: S608
+                (seqs,),
+            ).fetchall()
+            return Claim([StoredEvent(*row) for row in rows], 0.0, pending)
+
+    def _sendable(self, owner: str, now: float, limit: int) -> list[int]:
+        # The pending events oldest first, until `limit` are found: a customer seen already has an earlier
+        # pending event, so its later ones wait.
+        seen: set[str] = set()
+        chosen: list[int] = []
+        cursor = self.connection.execute(
+            "SELECT seq, customer, not_before, claim_owner, claim_expires FROM events "
+            "WHERE state = 'pending' ORDER BY seq"
+        )
+        try:
+            for seq, customer, not_before, claim_owner, claim_expires in cursor:
+                if customer in seen:
+                    continue
+                seen.add(customer)
+                if not_before <= now and (claim_expires is None or claim_expires <= now or claim_owner == owner):
+                    chosen.append(seq)
+                    if len(chosen) == limit:
+                        break
+        finally:
+            cursor.close()
+        return chosen
 
     def delivered(self, event: StoredEvent, now: float) -> None:
-        """Mark a claimed event delivered: its body goes, its key and fingerprint stay (`DELIVERED_MEMORY`)."""
+        """Move a claimed event to `delivered`: its body goes, its key and fingerprint stay (`DELIVERED_MEMORY`)."""
         print_ = fingerprint(event.kind, event.body, event.stamped)
+        with self.lock, self.transaction():
+            if self.connection.execute("DELETE FROM events WHERE seq = ? AND state = 'pending'", (event.seq,)).rowcount:
+                self.connection.execute(
+                    "INSERT OR IGNORE INTO delivered VALUES (?, ?, ?, ?)",
+                    (event.idempotency_key, event.seq, print_, now),
+                )
+
+    def failed(self, event: StoredEvent, result: dict[str, Any], *, attempted: bool) -> None:
+        """Move a claimed event to failed with its last result."""
         with self.lock:
             self.connection.execute(
-                "UPDATE events SET state = 'delivered', body = NULL, fingerprint = ?, done_at = ?, result = NULL, "
+                "UPDATE events SET state = 'failed', result = ?, attempts = attempts + ?, "
                 "claim_owner = NULL, claim_expires = NULL WHERE seq = ? AND state = 'pending'",
-                (print_, now, event.seq),
+                (json.dumps(result), int(attempted), event.seq),
             )
-
-    def failed(self, event: StoredEvent, result: dict[str, Any], now: float, *, attempted: bool) -> bool:
-        """Move a claimed event to failed with its last result; False if it was no longer pending."""
-        with self.lock:
-            cursor = self.connection.execute(
-                "UPDATE events SET state = 'failed', result = ?, done_at = ?, attempts = attempts + ?, "
-                "claim_owner = NULL, claim_expires = NULL WHERE seq = ? AND state = 'pending'",
-                (json.dumps(result), now, int(attempted), event.seq),
-            )
-            return cursor.rowcount == 1
 
     def retry_later(self, event: StoredEvent, result: dict[str, Any], not_before: float, hold_until: float) -> None:
         """Keep a claimed event pending, sendable from `not_before`; no process sends anything before
@@ -353,7 +410,7 @@ class Store:
                 self.connection.execute(
                     "UPDATE events SET claim_owner = NULL, claim_expires = NULL "
                     "WHERE seq IN (SELECT value FROM json_each(?)) AND state = 'pending'",
-                    (_seqs(events),),
+                    (json.dumps([event.seq for event in events]),),
                 )
 
     def release_owner(self, owner: str) -> None:
@@ -384,8 +441,8 @@ class Store:
         while True:
             with self.lock:
                 cursor = self.connection.execute(
-                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
-                    "WHERE state = 'delivered' AND done_at < ? LIMIT 5000)",
+                    "DELETE FROM delivered WHERE idempotency_key IN "
+                    "(SELECT idempotency_key FROM delivered WHERE done_at < ? LIMIT 5000)",
                     (before,),
                 )
             if cursor.rowcount < 5000:
@@ -396,15 +453,16 @@ class Store:
     def counts(self) -> dict[str, int]:
         """pending, failed, delivered (ever) in the whole file."""
         with self.lock:
-            rows = self.connection.execute(
-                "SELECT name, value FROM counters WHERE name IN ('pending', 'failed', 'delivered')"
-            ).fetchall()
-        return {name: int(value) for name, value in rows}
+            pending, failed, delivered = self.connection.execute(
+                f"SELECT {_PENDING}, (SELECT value FROM counters WHERE name = 'failed'), "  # noqa: S608
+                "(SELECT value FROM counters WHERE name = 'delivered')"
+            ).fetchone()
+        return {"pending": int(pending), "failed": int(failed), "delivered": int(delivered)}
 
     def last_seq(self) -> int:
         with self.lock:
-            row = self.connection.execute("SELECT max(seq) FROM events").fetchone()
-        return int(row[0] or 0)
+            row = self.connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return int(row[0]) if row else 0
 
     def pending_through(self, seq: int) -> bool:
         """Whether any event up to `seq` is still pending."""
@@ -417,8 +475,7 @@ class Store:
     def failed_events(self) -> list[StoredEvent]:
         with self.lock:
             rows = self.connection.execute(
-                "SELECT seq, kind, idempotency_key, body, stamped, queued_at, attempts, result FROM events "
-                "WHERE state = 'failed' ORDER BY seq"
+                f"SELECT {_COLUMNS} FROM events WHERE state = 'failed' ORDER BY seq"  # noqa: S608
             ).fetchall()
         return [StoredEvent(*row) for row in rows]
 
@@ -426,8 +483,7 @@ class Store:
         """Move every failed event back to pending, to be sent as soon as possible."""
         with self.lock:
             return self.connection.execute(
-                "UPDATE events SET state = 'pending', attempts = 0, not_before = 0, done_at = NULL "
-                "WHERE state = 'failed'"
+                "UPDATE events SET state = 'pending', attempts = 0, not_before = 0 WHERE state = 'failed'"
             ).rowcount
 
     def purge_failed(self) -> int:
@@ -436,6 +492,9 @@ class Store:
             return self.connection.execute("DELETE FROM events WHERE state = 'failed'").rowcount
 
     def close(self) -> None:
+        with self.checkpoint_lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
         with self.lock:
             self.connection.close()
 
@@ -465,10 +524,6 @@ def _statements(script: str) -> list[str]:
             statements.append(current)
             current = ""
     return statements
-
-
-def _seqs(events: list[StoredEvent]) -> str:
-    return json.dumps([event.seq for event in events])
 
 
 def _create_owner_only(path: str) -> None:

@@ -6,6 +6,7 @@ Usage:
     python scripts/bench.py --published           # also the PyPI cms-python-client==1.0.0, in its own venv
     python scripts/bench.py --json bench.json     # also write the medians, ratios and goals as JSON
     python scripts/bench.py --rounds 11           # more rounds (each contender's median is over the rounds)
+    python scripts/bench.py --analytics           # also Segment's and PostHog's Python SDKs, in their own venv
 
 A canned-response HTTP/1.1 server (keep-alive, Content-Length) runs in a subprocess on 127.0.0.1; paths under
 `/published` get the 1.0.0 client's 200 shape `{"status": true, "data": "..."}`, all others the SDK's. Paths under
@@ -19,6 +20,12 @@ Each round runs every contender once, in alternating order, so drift (CPU freque
   also `python -c "import X"` wall time minus an empty interpreter's (start-up as a CLI feels it, teardown too)
 - published (`--published`): the 1.0.0 client's sequential `track_lead` events/s, driven in a subprocess
   of a throwaway virtualenv (it is also called `cms_python`, so it never enters this process)
+- outbox enqueue: `Outbox.track_lead` on the caller's thread, µs per call (median and p99 of each round's
+  calls), for durability "process", "power" and ":memory:", default pacing (the delivery thread sends one a second
+  meanwhile); with `--analytics`, `analytics.track()` (segment-analytics-python) and PostHog's `capture()`, run
+  in a throwaway virtualenv and pointed at the canned server, in the same rounds
+- outbox delivery: an `Outbox` with `rate_limit=None` delivering 1,000 stored events (from construction to
+  `flush()`), events/s, against sequential `CMSClient.track_lead` calls/s (the sync contender above)
 - API latency scenario (every reply 20 ms late): `AsyncCMSClient.track_lead` and `httpx.AsyncClient.post`,
   320 leads by 32 workers, events/s, and (`--published`) the 1.0.0 client's sequential events/s, 50 calls.
   On loopback with no latency the async figures are bound by httpx/httpcore CPU per request, so concurrency
@@ -56,8 +63,9 @@ from typing import Any
 import httpx
 
 import cms_python
-from cms_python import AsyncCMSClient, CMSClient
+from cms_python import AsyncCMSClient, CMSClient, Outbox
 from cms_python._base import USER_AGENT  # the exact User-Agent the SDK sends, for the raw contenders
+from cms_python._outbox_store import Store  # to store events beforehand for the delivery contender
 
 TOKEN = "bench-token-0123456789"  # the canned server accepts anything
 # What the SDK puts on the wire for its track_lead(...) calls here, for the raw httpx contenders.
@@ -346,6 +354,148 @@ class ImportTimes:
         return times
 
 
+class OutboxEnqueue:
+    """`Outbox.track_lead` per call on this thread, one outbox per durability, default pacing (60 a minute)."""
+
+    kinds = ("process", "power", "memory")
+
+    def __init__(self, host: str, calls: int, directory: Path) -> None:
+        self.calls = calls
+        self.outboxes = {
+            "process": Outbox(directory / "process.sqlite3", TOKEN, host),
+            "power": Outbox(directory / "power.sqlite3", TOKEN, host, durability="power"),
+            "memory": Outbox(":memory:", TOKEN, host),
+        }
+        self.batch = 0
+        for outbox in self.outboxes.values():  # warm up: the thread starts, statements are compiled
+            self._times(outbox, 50)
+
+    def _times(self, outbox: Any, calls: int) -> list[float]:
+        self.batch += 1
+        track_lead, clock, times = outbox.track_lead, time.perf_counter, []
+        for number in range(calls):
+            customer = f"user_{self.batch}_{number}"
+            start = clock()
+            result = track_lead(click_id="id_123", event_name="signup_started", customer_external_id=customer)
+            times.append(clock() - start)
+            if not result["success"]:
+                raise RuntimeError(f"the outbox refused an event: {result!r}")
+        return [seconds * 1e6 for seconds in times]
+
+    def us_per_call(self, kind: str) -> list[float]:
+        return self._times(self.outboxes[kind], self.calls)
+
+    def close(self) -> None:
+        for outbox in self.outboxes.values():
+            outbox.close(timeout=0)
+
+
+class OutboxDelivery:
+    """An `Outbox` without pacing delivering `events` stored events: from construction to `flush()`, events/s."""
+
+    def __init__(self, host: str, events: int, directory: Path) -> None:
+        self.host, self.events, self.directory = host, events, directory
+        self.runs = 0
+
+    def events_per_second(self) -> float:
+        self.runs += 1
+        path = self.directory / f"delivery{self.runs}.sqlite3"
+        store = Store(str(path), "process")  # the events are stored beforehand, as by an app's enqueues
+        body = json.dumps({**LEAD_BODY, "timestamp": "2026-01-01T00:00:00+00:00"})
+        for number in range(self.events):
+            store.enqueue(
+                "lead", str(uuid.uuid4()), f"user_{number}", body, stamped=True, now=time.time(), max_pending=10**9
+            )
+        store.close()
+        start = time.perf_counter()
+        outbox = Outbox(path, TOKEN, self.host, rate_limit=None)
+        if not outbox.flush(timeout=120):
+            raise RuntimeError("the outbox did not deliver its events")
+        elapsed = time.perf_counter() - start
+        outbox.close()
+        return self.events / elapsed
+
+
+# argv: host. Each stdin line "<name> <calls>" times that many calls of one SDK's enqueue, prints the µs per call.
+_ANALYTICS_DRIVER = """
+import json, logging, sys, time
+import posthog
+import segment.analytics as analytics
+
+logging.disable(logging.CRITICAL)
+host = sys.argv[1]
+analytics.write_key = "bench-write-key"
+analytics.host = host
+client = posthog.Posthog("phc_bench_key", host=host)
+calls = {
+    "segment": lambda number: analytics.track(f"user_{number}", "signup_started", {"click_id": "id_123"}),
+    "posthog": lambda number: client.capture("signup_started", distinct_id=f"user_{number}",
+                                             properties={"click_id": "id_123"}),
+}
+for name, call in calls.items():  # warm up: consumer threads started
+    for number in range(50):
+        call(number)
+print("ready", flush=True)
+for line in sys.stdin:
+    name, count = line.split()
+    call, clock, times = calls[name], time.perf_counter, []
+    for number in range(int(count)):
+        start = clock()
+        call(number)
+        times.append((clock() - start) * 1e6)
+    print(json.dumps(times), flush=True)
+"""
+ANALYTICS_PACKAGES = ("segment-analytics-python", "posthog")
+
+
+class Analytics:
+    """Segment's and PostHog's Python SDKs in a throwaway venv, pointed at the canned server: µs per enqueue."""
+
+    def __init__(self, host: str, directory: Path) -> None:
+        env_dir = directory / "analytics-venv"
+        print(f"Installing {', '.join(ANALYTICS_PACKAGES)} into a throwaway venv ...", file=sys.stderr, flush=True)
+        venv.EnvBuilder(with_pip=True).create(env_dir)
+        python = env_dir / "bin" / "python"
+        install = subprocess.run(
+            [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *ANALYTICS_PACKAGES],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if install.returncode != 0:
+            raise RuntimeError(f"pip could not install {ANALYTICS_PACKAGES}:\n{install.stdout}{install.stderr}")
+        self.versions = subprocess.run(
+            [python, "-m", "pip", "list", "--format=freeze"], check=True, capture_output=True, text=True
+        ).stdout
+        driver = directory / "analytics_driver.py"
+        driver.write_text(_ANALYTICS_DRIVER)
+        environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        self.process = subprocess.Popen(
+            [python, "-I", driver, host], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment
+        )
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the analytics driver did not start")
+
+    def us_per_call(self, name: str, calls: int) -> list[float]:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write(f"{name} {calls}\n")
+        self.process.stdin.flush()
+        times: list[float] = json.loads(self.process.stdout.readline())
+        return times
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
 # argv: the token, then one host per client; each stdin line "<client index> <calls>" runs a batch, prints events/s.
 _DRIVER = """
 import sys, time
@@ -438,9 +588,13 @@ class Settings:
     published: bool
     latency_leads: int  # the API latency scenario's async leads per run
     latency_published_calls: int  # and its published client's sequential calls per run
+    enqueue_calls: int  # outbox (and analytics SDK) enqueues per contender per round
+    delivery_events: int  # events an outbox delivers per round
+    analytics: bool
 
 
 NO_LATENCY = "loopback, replies at once"
+ENQUEUE = "background delivery: an enqueue on the caller's thread; an outbox's delivery"
 WITH_LATENCY = f"every reply {API_LATENCY_MS} ms late (API latency scenario)"
 
 
@@ -494,6 +648,16 @@ def run(settings: Settings) -> tuple[dict[str, Measure], list[Goal]]:
     )
     if settings.published:
         measures["latency_published"] = Measure(f"{PUBLISHED_PACKAGE} sequential, {latency}", "events/s", WITH_LATENCY)
+    enqueuers = {"process": 'Outbox "process"', "power": 'Outbox "power"', "memory": 'Outbox ":memory:"'}
+    if settings.analytics:
+        enqueuers |= {"segment": "Segment analytics.track()", "posthog": "PostHog capture()"}
+    for name, label in enqueuers.items():
+        measures[f"enqueue_{name}"] = Measure(f"{label}, median", "µs/call", ENQUEUE)
+        measures[f"enqueue_{name}_p99"] = Measure(f"{label}, p99", "µs/call", ENQUEUE)
+    measures["outbox_delivery"] = Measure(
+        f"Outbox delivery, rate_limit=None, {settings.delivery_events} events", "events/s", ENQUEUE
+    )
+    measures["sequential_calls"] = Measure("CMSClient.track_lead sequential (from µs/call)", "calls/s", ENQUEUE)
     imports: dict[str, list[float]] = {}
 
     with ExitStack() as stack:
@@ -511,6 +675,13 @@ def run(settings: Settings) -> tuple[dict[str, Measure], list[Goal]]:
         delayed = AsyncContenders(f"{host}{LATENCY_PREFIX}", settings.latency_leads)
         stack.callback(delayed.close)
         importer = ImportTimes(settings.import_samples, directory)
+        enqueue = OutboxEnqueue(host, settings.enqueue_calls, directory)
+        stack.callback(enqueue.close)
+        delivery = OutboxDelivery(host, settings.delivery_events, directory)
+        analytics = None
+        if settings.analytics:
+            analytics = Analytics(host, directory)
+            stack.callback(analytics.close)
         for number in range(settings.rounds):
             print(f"round {number + 1}/{settings.rounds}", file=sys.stderr, flush=True)
             # Alternate who goes first, so neither always runs on a warmer (or more throttled) machine.
@@ -533,7 +704,19 @@ def run(settings: Settings) -> tuple[dict[str, Measure], list[Goal]]:
                     measures[name].samples.append(measure())
             for name, times in importer.sample().items():
                 imports.setdefault(name, []).extend(times)
+            enqueuers_now: list[tuple[str, Callable[[], list[float]]]] = [
+                (kind, functools.partial(enqueue.us_per_call, kind)) for kind in OutboxEnqueue.kinds
+            ]
+            if analytics is not None:
+                for name in ("segment", "posthog"):
+                    enqueuers_now.append((name, functools.partial(analytics.us_per_call, name, settings.enqueue_calls)))
+            for name, batch in enqueuers_now if number % 2 == 0 else reversed(enqueuers_now):
+                times = batch()
+                measures[f"enqueue_{name}"].samples.append(statistics.median(times))
+                measures[f"enqueue_{name}_p99"].samples.append(_p99(times))
+            measures["outbox_delivery"].samples.append(delivery.events_per_second())
 
+    measures["sequential_calls"].samples = [1e6 / value for value in measures["sync_sdk"].samples]
     measures["sync_raw_cpu"].samples = sync.cpu["raw"]
     measures["sync_sdk_cpu"].samples = sync.cpu["sdk"]
     empty = statistics.median(imports["empty"])
@@ -556,7 +739,25 @@ def run(settings: Settings) -> tuple[dict[str, Measure], list[Goal]]:
             False,
         ),
         Goal("AsyncCMSClient / raw httpx.AsyncClient", median("async_sdk") / median("async_raw"), 0.9, "x", True),
+        Goal('Outbox ":memory:" enqueue, median', median("enqueue_memory"), 15.0, "µs", False),
+        Goal(
+            "Outbox delivery (no pacing) / sequential CMSClient",
+            median("outbox_delivery") / median("sequential_calls"),
+            0.9,
+            "x",
+            True,
+        ),
     ]
+    if settings.analytics:
+        goals.append(
+            Goal(
+                'Outbox "process" enqueue / Segment track(), medians',
+                median("enqueue_process") / median("enqueue_segment"),
+                1.0,
+                "x",
+                False,
+            )
+        )
     if settings.published:
         goals.append(
             Goal("AsyncCMSClient / published sequential", median("async_sdk") / median("published"), 3.0, "x", True)
@@ -631,6 +832,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a tiny run: a smoke check, not a measurement")
     parser.add_argument("--published", action="store_true", help=f"also measure {PUBLISHED_PACKAGE} (needs PyPI)")
+    parser.add_argument(
+        "--analytics", action="store_true", help=f"also measure {' and '.join(ANALYTICS_PACKAGES)} (needs PyPI)"
+    )
     parser.add_argument("--json", metavar="PATH", type=Path, help="write the results as JSON to PATH")
     parser.add_argument("--rounds", type=int, help="rounds (default 7, or 2 with --quick)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -639,9 +843,14 @@ def main(argv: list[str] | None = None) -> int:
         serve()
         return 0
     if args.quick:  # the latency scenario shrunk to about 0.1 s a contender (a smoke check of its code path)
-        settings = Settings(2, 100, 200, 1, 50, args.published, latency_leads=64, latency_published_calls=5)
+        settings = Settings(
+            2, 100, 200, 1, 50, args.published, 64, 5, enqueue_calls=200, delivery_events=100, analytics=args.analytics
+        )
     else:
-        settings = Settings(7, 1000, 1000, 2, 300, args.published, latency_leads=320, latency_published_calls=50)
+        settings = Settings(
+            7, 1000, 1000, 2, 300, args.published, 320, 50, enqueue_calls=2000, delivery_events=1000,
+            analytics=args.analytics,
+        )  # fmt: skip
     if args.rounds is not None:
         settings.rounds = max(1, args.rounds)
 

@@ -51,7 +51,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_counts(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(capsys, str(path)) == (0, '{"delivered": 1, "failed": 1, "pending": 2}\n', "")
+    assert run(capsys, str(path)) == (0, '{"pending": 2, "failed": 1, "delivered": 1}\n', "")
 
 
 def test_the_path_can_come_from_the_environment(

@@ -10,7 +10,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,6 +18,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+
+from cms_python._outbox_store import Store
 
 from .outbox_child import EVENTS, TOKEN
 from .servers import LoopbackServer, Reply
@@ -54,8 +55,11 @@ def received(server: LoopbackServer) -> dict[str, list[bytes]]:
 
 
 def pending_in(path: Path) -> int:
-    with sqlite3.connect(path) as connection:
-        return int(connection.execute("SELECT value FROM counters WHERE name = 'pending'").fetchone()[0])
+    store = Store(str(path), "process")
+    try:
+        return store.counts()["pending"]
+    finally:
+        store.close()
 
 
 def test_kill_9_loses_no_acknowledged_event(server: LoopbackServer, tmp_path: Path) -> None:
