@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 import attrs
@@ -210,45 +211,52 @@ class Delivery:
             clock.wait(self._wake, POLL)
 
     def _deliver(self, events: list[StoredEvent]) -> None:
-        for index, event in enumerate(events):
-            if self._stopping or self.paused:
-                self._store.release(events[index:])
-                return
-            carry_on = self._deliver_one(event)
+        # Delivered events are recorded together at the end of a batch (a transaction each would cost about a
+        # tenth of a send): if the process dies before that, they are sent again, under their keys.
+        delivered: list[StoredEvent] = []
+        try:
+            for index, event in enumerate(events):
+                if self._stopping or self.paused:
+                    self._store.release(events[index:])
+                    return
+                outcome = self._deliver_one(event)
+                if outcome == "delivered":
+                    delivered.append(event)
+                elif outcome == "wait":
+                    self._store.release(events[index + 1 :])
+                    return
+        finally:
+            if delivered:
+                self._store.delivered(delivered, self._settings.clock.now())
             with self._progress:
                 self._progress.notify_all()
-            if not carry_on:
-                self._store.release(events[index + 1 :])
-                return
 
-    def _deliver_one(self, event: StoredEvent) -> bool:
-        """Send one claimed event and record the outcome; False when the rest of a batch must wait."""
+    def _deliver_one(self, event: StoredEvent) -> Literal["delivered", "recorded", "wait"]:
+        """Send one claimed event: "delivered" (to record), "recorded" (failed), or "wait" (the rest of a batch
+        must wait: a retry, a pause)."""
         settings = self._settings
         max_age = settings.max_age
         if max_age is not None and settings.clock.now() - event.queued_at >= max_age:
             self._fail(event, _expired(event, max_age), attempted=False)
-            return True
+            return "recorded"
         try:
-            operation = _OPERATIONS[event.kind]
-            body = operation.payload.from_dict(json.loads(event.body))
+            request = _rebuild(event)
         except (KeyError, ValueError, TypeError) as exc:  # the file was edited by hand
             self._fail(event, error(f"The stored event cannot be read: {exc}", kind="invalid_event"), attempted=False)
-            return True
-        decision = settings.send(TrackRequest(operation, body, event.idempotency_key))
-        now = settings.clock.now()
+            return "recorded"
+        decision = settings.send(request)
         if isinstance(decision, Done) or _already_recorded(event, decision.result):
             self._failures_in_a_row = 0
-            self._store.delivered(event, now)
-        elif decision.result["status_code"] in _PAUSING_STATUSES:
+            return "delivered"
+        if decision.result["status_code"] in _PAUSING_STATUSES:
             self._pause(event, decision.result)
-            return False
-        elif decision.retryable:
-            self._retry_later(event, decision, now)
-            return False
-        else:
-            self._failures_in_a_row = 0
-            self._fail(event, decision.result, attempted=True)
-        return True
+            return "wait"
+        if decision.retryable:
+            self._retry_later(event, decision, settings.clock.now())
+            return "wait"
+        self._failures_in_a_row = 0
+        self._fail(event, decision.result, attempted=True)
+        return "recorded"
 
     def _retry_later(self, event: StoredEvent, decision: GaveUp, now: float) -> None:
         self._failures_in_a_row += 1
@@ -294,6 +302,18 @@ class Delivery:
                 self._store.path, exc, MAX_BACKOFF / 10,
             )  # fmt: skip
         self._settings.clock.wait(self._wake, MAX_BACKOFF / 10)
+
+
+def _rebuild(event: StoredEvent) -> TrackRequest[Any]:
+    """The request stored for `event`, as the generated model. The timestamp is read by `fromisoformat`, which
+    reads back exactly what `isoformat` wrote (dateutil's parser, in `from_dict`, costs more than all the rest)."""
+    operation = _OPERATIONS[event.kind]
+    fields = json.loads(event.body)
+    timestamp = fields.pop("timestamp", None)
+    body = operation.payload.from_dict(fields)
+    if timestamp is not None:
+        body.timestamp = datetime.fromisoformat(timestamp)
+    return TrackRequest(operation, body, event.idempotency_key)
 
 
 def _already_recorded(event: StoredEvent, result: TrackError) -> bool:

@@ -8,9 +8,9 @@ holder of its claim (`claim_owner` until `claim_expires`).
 `events` holds the `pending` events (to send) and the `failed` ones (a permanent refusal, or expired; kept until
 retried or purged). A delivered event leaves it for `delivered`, which keeps its idempotency key and a
 fingerprint of its content for `DELIVERED_MEMORY`, so that the same event queued again is recognised.
-An enqueue writes three pages (the row, its key in the key index, the row count in `sqlite_sequence`): every
-other count is kept by triggers on the delivery side, in `counters`, with `next_send_at`, the earliest time
-any process may send again (pacing, and the wait a 429 or an outage asks for).
+An enqueue writes four pages (the row, its key and its customer in their indexes, the row count in
+`sqlite_sequence`): every other count is kept by triggers on the delivery side, in `counters`, with
+`next_send_at`, the earliest time any process may send again (pacing, and the wait a 429 or an outage asks for).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ CREATE TABLE events (
     claim_expires REAL,
     result TEXT
 );
+CREATE INDEX pending_by_customer ON events (customer, seq) WHERE state = 'pending';
 CREATE TABLE delivered (
     idempotency_key TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,
@@ -90,6 +91,18 @@ WHERE {_PENDING} < ?7
   AND NOT EXISTS (SELECT 1 FROM delivered WHERE idempotency_key = ?2)
 """  # noqa: S608 - constant text
 _COLUMNS = "seq, kind, idempotency_key, body, stamped, queued_at, attempts, result"
+# In SQL rather than Python: past a customer whose oldest event waits, its later ones are skipped by SQLite (which
+# lets other threads run meanwhile), however many there are.
+_SENDABLE = """
+SELECT seq FROM events AS e
+WHERE state = 'pending' AND not_before <= :now
+  AND (claim_expires IS NULL OR claim_expires <= :now OR claim_owner = :owner)
+  AND NOT EXISTS (
+    SELECT 1 FROM events AS earlier
+    WHERE earlier.state = 'pending' AND earlier.customer = e.customer AND earlier.seq < e.seq
+  )
+ORDER BY seq LIMIT :limit
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,36 +363,24 @@ class Store:
             return Claim([StoredEvent(*row) for row in rows], 0.0, pending)
 
     def _sendable(self, owner: str, now: float, limit: int) -> list[int]:
-        # The pending events oldest first, until `limit` are found: a customer seen already has an earlier
-        # pending event, so its later ones wait.
-        seen: set[str] = set()
-        chosen: list[int] = []
-        cursor = self.connection.execute(
-            "SELECT seq, customer, not_before, claim_owner, claim_expires FROM events "
-            "WHERE state = 'pending' ORDER BY seq"
-        )
-        try:
-            for seq, customer, not_before, claim_owner, claim_expires in cursor:
-                if customer in seen:
-                    continue
-                seen.add(customer)
-                if not_before <= now and (claim_expires is None or claim_expires <= now or claim_owner == owner):
-                    chosen.append(seq)
-                    if len(chosen) == limit:
-                        break
-        finally:
-            cursor.close()
-        return chosen
+        return [
+            seq
+            for (seq,) in self.connection.execute(_SENDABLE, {"now": now, "limit": limit, "owner": owner}).fetchall()
+        ]
 
-    def delivered(self, event: StoredEvent, now: float) -> None:
-        """Move a claimed event to `delivered`: its body goes, its key and fingerprint stay (`DELIVERED_MEMORY`)."""
-        print_ = fingerprint(event.kind, event.body, event.stamped)
+    def delivered(self, events: list[StoredEvent], now: float) -> None:
+        """Move claimed events to `delivered` (one transaction): their bodies go, their keys and fingerprints stay
+        for `DELIVERED_MEMORY`."""
+        prints = [fingerprint(event.kind, event.body, event.stamped) for event in events]
         with self.lock, self.transaction():
-            if self.connection.execute("DELETE FROM events WHERE seq = ? AND state = 'pending'", (event.seq,)).rowcount:
-                self.connection.execute(
-                    "INSERT OR IGNORE INTO delivered VALUES (?, ?, ?, ?)",
-                    (event.idempotency_key, event.seq, print_, now),
-                )
+            connection = self.connection
+            for event, print_ in zip(events, prints, strict=True):
+                deleted = connection.execute("DELETE FROM events WHERE seq = ? AND state = 'pending'", (event.seq,))
+                if deleted.rowcount:
+                    connection.execute(
+                        "INSERT OR IGNORE INTO delivered VALUES (?, ?, ?, ?)",
+                        (event.idempotency_key, event.seq, print_, now),
+                    )
 
     def failed(self, event: StoredEvent, result: dict[str, Any], *, attempted: bool) -> None:
         """Move a claimed event to failed with its last result."""

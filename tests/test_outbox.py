@@ -201,15 +201,24 @@ def test_a_storage_failure_is_a_storage_error(make, caplog: pytest.LogCaptureFix
     assert outbox.track_lead(**lead(customer_external_id="later"))["success"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files")
-def test_a_read_only_file_is_a_storage_error(make, tmp_path: Path) -> None:
-    path = tmp_path / "ro.sqlite3"
-    outbox, _ = make(path)
-    outbox.close()
-    for file in tmp_path.iterdir():
-        file.chmod(0o400)
-    outbox, _ = make(path)
-    assert outbox.track_lead(**LEAD)["type"] == "storage_error"
+def test_a_file_made_read_only_is_a_storage_error(make, tmp_path: Path) -> None:
+    outbox, _ = make(tmp_path / "o.sqlite3")
+    assert outbox.track_lead(**lead(customer_external_id="before"))["success"]
+    # The database and its WAL (not the shared-memory index: SQLite maps it, and a mapping that cannot grow is a
+    # SIGBUS, a case of its own).
+    files = [tmp_path / "o.sqlite3", tmp_path / "o.sqlite3-wal"]
+    # root writes files whatever their mode: the immutable attribute stops it too (ext4 and most Linux file systems)
+    read_only = ["chattr", "+i"] if os.geteuid() == 0 else ["chmod", "a-w"]
+    writable = ["chattr", "-i"] if os.geteuid() == 0 else ["chmod", "u+w"]
+    if subprocess.run([*read_only, *map(str, files)], check=False, capture_output=True).returncode:
+        pytest.skip("this file system has no immutable attribute")
+    try:
+        result = outbox.track_lead(**lead(customer_external_id="during"))
+    finally:
+        subprocess.run([*writable, *map(str, files)], check=True)
+    assert (result["success"], result["type"], result["status_code"]) == (False, "storage_error", None)
+    assert str(tmp_path / "o.sqlite3") in result["error"]
+    assert outbox.track_lead(**lead(customer_external_id="after"))["success"]
 
 
 # -- delivery outcomes ------------------------------------------------------------------------------------------
