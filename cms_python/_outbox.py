@@ -271,12 +271,13 @@ class Outbox:
             return
         budget = self._flush_on_exit if timeout is None else timeout
         deadline = time.monotonic() + budget
-        if self._delivery is not None and budget > 0:
+        if self._delivery is not None and budget > 0 and not self._delivery.is_current_thread:
             self.flush(budget)
         self._closed = True
         _LIVE.discard(self)
         delivery = self._delivery
-        if delivery is None or delivery.stop(max(0.0, deadline - time.monotonic())):
+        # A moment at least, for a thread that waits rather than sends to release its claims itself.
+        if delivery is None or delivery.stop(max(0.1, deadline - time.monotonic())):
             self._release_resources()
         # else: an attempt is still in flight; the thread records its outcome, then releases them itself.
 
@@ -381,21 +382,21 @@ def _before_fork() -> None:
     # No thread of this process may be inside SQLite while it forks: the child would inherit its locks held.
     _held_for_fork[:] = list(_LIVE)
     for outbox in _held_for_fork:
+        outbox._store.reader_lock.acquire()  # in the order the delivery thread takes them
         outbox._store.lock.acquire()
-        outbox._store.checkpoint_lock.acquire()
 
 
 def _after_fork_in_parent() -> None:
     for outbox in _held_for_fork:
-        outbox._store.checkpoint_lock.release()
         outbox._store.lock.release()
+        outbox._store.reader_lock.release()
     _held_for_fork.clear()
 
 
 def _after_fork_in_child() -> None:
     for outbox in _held_for_fork:
-        outbox._store.checkpoint_lock.release()
         outbox._store.lock.release()
+        outbox._store.reader_lock.release()
         outbox._start_lock = threading.Lock()
         outbox._forked = True
     _held_for_fork.clear()

@@ -120,7 +120,7 @@ class Delivery:
         self._settings = settings
         self._progress = progress
         self._wake = threading.Event()
-        #: Waiting with nothing pending: only then does a new event need to wake the thread (waking it for
+        #: Nothing pending, as far as the thread knows: only then does a new event need to wake it (waking it for
         #: each event would make every enqueue wait for the thread to run).
         self.idle = False
         self._stopping = False
@@ -134,10 +134,6 @@ class Delivery:
 
     def start(self) -> None:
         self._thread.start()
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
 
     def wake(self) -> None:
         self._wake.set()
@@ -190,7 +186,11 @@ class Delivery:
             self._store.checkpoint()
             self._last_checkpoint = time.monotonic()
         interval = self._settings.interval
+        # Idle from before the claim: an event queued after the claim looked wakes the wait below.
+        self.idle = True
         claim = self._store.claim(self._owner, now, 1 if interval is not None else BATCH, interval)
+        if claim.pending:
+            self.idle = False
         if self._storage_trouble:
             self._storage_trouble = False
             logger.warning("CutMeShort outbox %s: storage works again; delivering", self._store.path)
@@ -199,10 +199,8 @@ class Delivery:
         elif claim.hold > 0:
             clock.wait(self._wake, claim.hold)
         elif not claim.pending:
-            self.idle = True
             if self._wake.wait(IDLE_POLL):
                 self._wake.clear()
-            self.idle = False
         else:
             if now - self._last_dead_owner_check >= DEAD_OWNER_CHECK:
                 self._last_dead_owner_check = now

@@ -1,8 +1,9 @@
 """The outbox's SQLite file: its schema, and every read and write of it, each in one transaction.
 
-One `Store` is one connection, shared by the threads of one `Outbox` under `lock` (and, for a file, a second
-one with which the delivery thread checkpoints the WAL, so that an enqueue never does). Several processes may
-open the same file: SQLite's locks make each transaction atomic across them, and an event is sent only by the
+One `Store` is one connection, shared by the threads of one `Outbox` under `lock`, and, for a file, a second
+one for the delivery thread, under `reader_lock`: with it the thread looks for events to send and checkpoints
+the WAL without holding up an enqueue (WAL readers never block the writer). Several processes may open the same
+file: SQLite's locks make each transaction atomic across them, and an event is sent only by the
 holder of its claim (`claim_owner` until `claim_expires`).
 
 `events` holds the `pending` events (to send) and the `failed` ones (a permanent refusal, or expired; kept until
@@ -15,6 +16,7 @@ An enqueue writes four pages (the row, its key and its customer in their indexes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -195,9 +197,10 @@ class Store:
     def __init__(self, path: str, durability: Literal["process", "power"]) -> None:
         self.path = path
         self.lock = threading.Lock()
-        #: Held while checkpointing: like `lock`, taken by the fork handler, so no thread is inside SQLite then.
-        self.checkpoint_lock = threading.Lock()
-        self._checkpointer: sqlite3.Connection | None = None
+        #: Held while using the delivery thread's connection: like `lock`, taken by the fork handler, so that no
+        #: thread is inside SQLite then.
+        self.reader_lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None
         self._durability = durability
         if path == MEMORY:
             self.connection = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
@@ -240,18 +243,24 @@ class Store:
         connection.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
         connection.execute("PRAGMA journal_size_limit = 16777216")  # the WAL shrinks back to 16 MB after a burst
 
+    def _reading(self) -> sqlite3.Connection:
+        """The delivery thread's connection (call with `reader_lock` held): the one connection for ":memory:"."""
+        if self.path == MEMORY:
+            return self.connection
+        if self._reader is None:
+            self._reader = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
+            )
+            self._tune(self._reader)
+        return self._reader
+
     def checkpoint(self) -> None:
-        """Copy the WAL into the database (PASSIVE: never waits for, nor blocks, the other connections), through a
-        connection of its own, so that enqueues go on meanwhile. For the delivery thread."""
+        """Copy the WAL into the database (PASSIVE: never waits for, nor blocks, the other connections), on the
+        delivery thread's connection, so that enqueues go on meanwhile."""
         if self.path == MEMORY:
             return
-        with self.checkpoint_lock:
-            if self._checkpointer is None:
-                self._checkpointer = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
-                )
-                self._tune(self._checkpointer)
-            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        with self.reader_lock:
+            self._reading().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _check(self) -> Literal["new", "ours"]:
         """Whether the file is empty (a new outbox) or an outbox this SDK reads; `ValueError` otherwise."""
@@ -333,40 +342,46 @@ class Store:
         `interval`: seconds between sends (pacing), shared by every process using the file: each claimed event
         takes the next slot.
         """
-        with self.lock, self.transaction():
-            connection = self.connection
-            pending, next_send_at = connection.execute(
+        with self.reader_lock, self.lock if self.path == MEMORY else contextlib.nullcontext():
+            # Looking is a read, on the delivery thread's connection: the scan can take a while with a long queue.
+            reader = self._reading()
+            pending, next_send_at = reader.execute(
                 f"SELECT {_PENDING}, (SELECT value FROM counters WHERE name = 'next_send_at')"  # noqa: S608
             ).fetchone()
-            hold = next_send_at - now
-            # A wait longer than any this outbox asks for is a wall-clock jump backwards: ignored.
-            if 0 < hold <= max(1000.0, 2 * (interval or 0)):
+            hold = _hold(next_send_at, now, interval)
+            if hold or not pending:
                 return Claim([], hold, pending)
-            if not pending:
-                return Claim([], 0.0, 0)
-            chosen = self._sendable(owner, now, limit)
-            if not chosen:
-                return Claim([], 0.0, pending)
-            seqs = json.dumps(chosen)
-            connection.execute(
-                "UPDATE events SET claim_owner = ?, claim_expires = ? WHERE seq IN (SELECT value FROM json_each(?))",
-                (owner, now + LEASE, seqs),
-            )
-            if interval is not None:
-                connection.execute(
-                    "UPDATE counters SET value = ? WHERE name = 'next_send_at'", (now + interval * len(chosen),)
-                )
-            rows = connection.execute(
-                f"SELECT {_COLUMNS} FROM events WHERE seq IN (SELECT value FROM json_each(?)) ORDER BY seq",  # noqa: S608
-                (seqs,),
-            ).fetchall()
-            return Claim([StoredEvent(*row) for row in rows], 0.0, pending)
+            chosen = [seq for (seq,) in reader.execute(_SENDABLE, {"now": now, "limit": limit, "owner": owner})]
+        if not chosen:
+            return Claim([], 0.0, pending)
+        return self._take(chosen, owner, now, interval, pending)
 
-    def _sendable(self, owner: str, now: float, limit: int) -> list[int]:
-        return [
-            seq
-            for (seq,) in self.connection.execute(_SENDABLE, {"now": now, "limit": limit, "owner": owner}).fetchall()
-        ]
+    def _take(self, chosen: list[int], owner: str, now: float, interval: float | None, pending: int) -> Claim:
+        """Claim the events found, in a short write transaction: those another process took since are left out,
+        and nothing is taken if another process took the next sending slot meanwhile."""
+        seqs = json.dumps(chosen)
+        with self.lock, self.transaction():
+            connection = self.connection
+            (next_send_at,) = connection.execute("SELECT value FROM counters WHERE name = 'next_send_at'").fetchone()
+            hold = _hold(next_send_at, now, interval)
+            if hold:
+                return Claim([], hold, pending)
+            connection.execute(
+                "UPDATE events SET claim_owner = :owner, claim_expires = :expires "
+                "WHERE seq IN (SELECT value FROM json_each(:seqs)) AND state = 'pending' AND not_before <= :now "
+                "AND (claim_expires IS NULL OR claim_expires <= :now OR claim_owner = :owner)",
+                {"owner": owner, "expires": now + LEASE, "seqs": seqs, "now": now},
+            )
+            rows = connection.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE seq IN (SELECT value FROM json_each(?)) "  # noqa: S608
+                "AND claim_owner = ? AND claim_expires = ? ORDER BY seq",
+                (seqs, owner, now + LEASE),
+            ).fetchall()
+            if rows and interval is not None:
+                connection.execute(
+                    "UPDATE counters SET value = ? WHERE name = 'next_send_at'", (now + interval * len(rows),)
+                )
+            return Claim([StoredEvent(*row) for row in rows], 0.0, pending)
 
     def delivered(self, events: list[StoredEvent], now: float) -> None:
         """Move claimed events to `delivered` (one transaction): their bodies go, their keys and fingerprints stay
@@ -493,9 +508,9 @@ class Store:
             return self.connection.execute("DELETE FROM events WHERE state = 'failed'").rowcount
 
     def close(self) -> None:
-        with self.checkpoint_lock:
-            if self._checkpointer is not None:
-                self._checkpointer.close()
+        with self.reader_lock:
+            if self._reader is not None:
+                self._reader.close()
         with self.lock:
             self.connection.close()
 
@@ -514,6 +529,13 @@ class _Transaction:
             self._connection.execute("COMMIT")
         elif self._connection.in_transaction:
             self._connection.execute("ROLLBACK")
+
+
+def _hold(next_send_at: float, now: float, interval: float | None) -> float:
+    """Seconds until any process may send again (0: now). A wait longer than any an outbox asks for is a
+    wall-clock jump backwards, and ignored."""
+    hold = next_send_at - now
+    return hold if 0 < hold <= max(1000.0, 2 * (interval or 0)) else 0.0
 
 
 def _statements(script: str) -> list[str]:

@@ -21,7 +21,8 @@ Each round runs every contender once, in alternating order, so drift (CPU freque
 - published (`--published`): the 1.0.0 client's sequential `track_lead` events/s, driven in a subprocess
   of a throwaway virtualenv (it is also called `cms_python`, so it never enters this process)
 - outbox enqueue: `Outbox.track_lead` on the caller's thread, µs per call (median and p99 of each round's
-  calls), for durability "process", "power" and ":memory:", default pacing (the delivery thread sends one a second
+  calls), for durability "process" (also from a coroutine in a running event loop), "power" and ":memory:",
+  default pacing (the delivery thread sends one a second
   meanwhile); with `--analytics`, `analytics.track()` (segment-analytics-python) and PostHog's `capture()`, run
   in a throwaway virtualenv and pointed at the canned server, in the same rounds
 - outbox delivery: an `Outbox` with `rate_limit=None` delivering 1,000 stored events (from construction to
@@ -357,7 +358,7 @@ class ImportTimes:
 class OutboxEnqueue:
     """`Outbox.track_lead` per call on this thread, one outbox per durability, default pacing (60 a minute)."""
 
-    kinds = ("process", "power", "memory")
+    kinds = ("process", "process_async", "power", "memory")
 
     def __init__(self, host: str, calls: int, directory: Path) -> None:
         self.calls = calls
@@ -383,6 +384,12 @@ class OutboxEnqueue:
         return [seconds * 1e6 for seconds in times]
 
     def us_per_call(self, kind: str) -> list[float]:
+        if kind == "process_async":  # the same calls from a coroutine, as an async web handler makes them
+
+            async def handler() -> list[float]:
+                return self._times(self.outboxes["process"], self.calls)
+
+            return asyncio.run(handler())
         return self._times(self.outboxes[kind], self.calls)
 
     def close(self) -> None:
@@ -648,7 +655,12 @@ def run(settings: Settings) -> tuple[dict[str, Measure], list[Goal]]:
     )
     if settings.published:
         measures["latency_published"] = Measure(f"{PUBLISHED_PACKAGE} sequential, {latency}", "events/s", WITH_LATENCY)
-    enqueuers = {"process": 'Outbox "process"', "power": 'Outbox "power"', "memory": 'Outbox ":memory:"'}
+    enqueuers = {
+        "process": 'Outbox "process"',
+        "process_async": 'Outbox "process", in an event loop',
+        "power": 'Outbox "power"',
+        "memory": 'Outbox ":memory:"',
+    }
     if settings.analytics:
         enqueuers |= {"segment": "Segment analytics.track()", "posthog": "PostHog capture()"}
     for name, label in enqueuers.items():

@@ -45,7 +45,7 @@ def enqueue(outbox: Outbox, indexes: range, pause: float = 0.0) -> None:
 def main(mode: str, path: str, host: str, *args: str) -> None:
     if mode == "kill-target":  # enqueue from START on, slowly, until killed
         outbox = Outbox(path, TOKEN, host, rate_limit=None)
-        enqueue(outbox, range(int(args[0]), EVENTS), pause=0.0005)
+        enqueue(outbox, range(int(args[0]), EVENTS), pause=0.002)
         time.sleep(60)
     elif mode == "enqueue-and-flush":  # enqueue START..STOP, deliver everything in the file, report the counts
         outbox = Outbox(path, TOKEN, host, rate_limit=None)
