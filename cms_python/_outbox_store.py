@@ -9,9 +9,11 @@ holder of its claim (`claim_owner` until `claim_expires`).
 `events` holds the `pending` events (to send) and the `failed` ones (a permanent refusal, or expired; kept until
 retried or purged). A delivered event leaves it for `delivered`, which keeps its idempotency key and a
 fingerprint of its content for `DELIVERED_MEMORY`, so that the same event queued again is recognised.
-An enqueue writes four pages (the row, its key and its customer in their indexes, the row count in
-`sqlite_sequence`): every other count is kept by triggers on the delivery side, in `counters`, with
-`next_send_at`, the earliest time any process may send again (pacing, and the wait a 429 or an outage asks for).
+An enqueue writes three pages (the row, its key and its customer in their indexes): every count is kept by
+triggers on the delivery side, in `counters`, with `next_send_at`, the earliest time any process may send again
+(pacing, and the wait a 429 or an outage asks for). `seq` numbers never come back: an event takes the highest
+`seq` ever given (the table's highest, or `counters.high_water` once that row left) plus one, so it also counts
+every event ever queued.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ MEMORY = ":memory:"
 
 _SCHEMA = """
 CREATE TABLE events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     kind TEXT NOT NULL,
     idempotency_key TEXT NOT NULL UNIQUE,
     customer TEXT NOT NULL,
@@ -67,11 +69,13 @@ CREATE TABLE delivered (
 ) WITHOUT ROWID;
 CREATE INDEX delivered_by_time ON delivered (done_at);
 CREATE TABLE counters (name TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID;
-INSERT INTO counters VALUES ('left_pending', 0), ('failed', 0), ('delivered', 0), ('next_send_at', 0.0);
+INSERT INTO counters VALUES
+    ('high_water', 0), ('left_pending', 0), ('failed', 0), ('delivered', 0), ('next_send_at', 0.0);
 CREATE TRIGGER count_state AFTER UPDATE OF state ON events WHEN OLD.state != NEW.state BEGIN
     UPDATE counters SET value = value + iif(NEW.state = 'failed', 1, -1) WHERE name IN ('left_pending', 'failed');
 END;
 CREATE TRIGGER count_delete AFTER DELETE ON events BEGIN
+    UPDATE counters SET value = max(value, OLD.seq) WHERE name = 'high_water';
     UPDATE counters SET value = value + 1 WHERE name = 'left_pending' AND OLD.state = 'pending';
     UPDATE counters SET value = value - 1 WHERE name = 'failed' AND OLD.state = 'failed';
 END;
@@ -79,15 +83,14 @@ CREATE TRIGGER count_delivered AFTER INSERT ON delivered BEGIN
     UPDATE counters SET value = value + 1 WHERE name = 'delivered';
 END;
 """
-# Pending events: every event ever queued (sqlite_sequence counts them) less those that left `pending`.
-_PENDING = """
-coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)
-- (SELECT value FROM counters WHERE name = 'left_pending')
+# The highest seq ever given; pending events: every event ever queued less those that left `pending`.
+_LAST_SEQ = """
+max(coalesce((SELECT max(seq) FROM events), 0), (SELECT value FROM counters WHERE name = 'high_water'))
 """
-# Nothing is inserted when the key is known (an INSERT that meets a conflict would still count in sqlite_sequence).
+_PENDING = f"{_LAST_SEQ} - (SELECT value FROM counters WHERE name = 'left_pending')"  # noqa: S608
 _ENQUEUE = f"""
-INSERT INTO events (kind, idempotency_key, customer, body, stamped, queued_at)
-SELECT ?1, ?2, ?3, ?4, ?5, ?6
+INSERT INTO events (seq, kind, idempotency_key, customer, body, stamped, queued_at)
+SELECT {_LAST_SEQ} + 1, ?1, ?2, ?3, ?4, ?5, ?6
 WHERE {_PENDING} < ?7
   AND NOT EXISTS (SELECT 1 FROM events WHERE idempotency_key = ?2)
   AND NOT EXISTS (SELECT 1 FROM delivered WHERE idempotency_key = ?2)
@@ -477,8 +480,8 @@ class Store:
 
     def last_seq(self) -> int:
         with self.lock:
-            row = self.connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        return int(row[0]) if row else 0
+            row = self.connection.execute(f"SELECT {_LAST_SEQ}").fetchone()
+        return int(row[0])
 
     def pending_through(self, seq: int) -> bool:
         """Whether any event up to `seq` is still pending."""

@@ -596,3 +596,15 @@ def test_flush_from_on_failure_raises_instead_of_waiting_for_itself(
         assert outbox.flush(timeout=10)
     assert "its own thread" in caplog.text
     assert outbox.stats()["delivered"] == 1
+
+
+def test_event_ids_are_never_given_twice(make, sandbox: Sandbox) -> None:
+    outbox, _ = make()
+    delivered = outbox.track_lead(**lead(customer_external_id="a"))["data"]["event_id"]
+    assert outbox.flush(timeout=10)
+    sandbox.fail_next(422)
+    purged = outbox.track_lead(**lead(customer_external_id="b"))["data"]["event_id"]
+    assert outbox.flush(timeout=10)
+    assert outbox.purge_failed() == 1  # the newest row is gone too: its id must not come back
+    later = outbox.track_lead(**lead(customer_external_id="c"))["data"]["event_id"]
+    assert int(delivered) < int(purged) < int(later)
