@@ -97,10 +97,11 @@ WHERE {_PENDING} < ?7
 """  # noqa: S608 - constant text
 _COLUMNS = "seq, kind, idempotency_key, body, stamped, queued_at, attempts, result"
 # In SQL rather than Python: past a customer whose oldest event waits, its later ones are skipped by SQLite (which
-# lets other threads run meanwhile), however many there are.
+# lets other threads run meanwhile), however many there are. A retry due more than 1000 s from now (longer than
+# any wait the outbox asks for) was scheduled before the wall clock went back: it is due now.
 _SENDABLE = """
 SELECT seq FROM events AS e
-WHERE state = 'pending' AND not_before <= :now
+WHERE state = 'pending' AND (not_before <= :now OR not_before > :now + 1000)
   AND (claim_expires IS NULL OR claim_expires <= :now OR claim_owner = :owner)
   AND NOT EXISTS (
     SELECT 1 FROM events AS earlier
@@ -371,7 +372,7 @@ class Store:
                 return Claim([], hold, pending)
             connection.execute(
                 "UPDATE events SET claim_owner = :owner, claim_expires = :expires "
-                "WHERE seq IN (SELECT value FROM json_each(:seqs)) AND state = 'pending' AND not_before <= :now "
+                "WHERE seq IN (SELECT value FROM json_each(:seqs)) AND state = 'pending' "
                 "AND (claim_expires IS NULL OR claim_expires <= :now OR claim_owner = :owner)",
                 {"owner": owner, "expires": now + LEASE, "seqs": seqs, "now": now},
             )
