@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         parser.error("deliver takes no --failed, --retry-failed or --purge-failed")
     if not deliver and (args.until_empty or args.token or args.host):
         parser.error("--until-empty, --token and --host go with 'cms outbox deliver'")
-    if not os.path.isfile(path):
+    if not os.path.isfile(path) or not os.path.getsize(path):  # an empty file would become an outbox
         print(f"cms outbox: no outbox at {path}", file=sys.stderr)
         return 1
     try:

@@ -89,11 +89,17 @@ def test_purge_failed_asks_first(
     assert json.loads(run(capsys, str(path))[1])["failed"] == 0
 
 
-def test_a_missing_file_is_not_created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_missing_file_is_not_created_nor_an_empty_one_set_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "nothing.sqlite3"
     status, _, err = run(capsys, str(missing))
     assert (status, "no outbox at" in err) == (1, True)
     assert not missing.exists()
+    empty = tmp_path / "empty.sqlite3"
+    empty.touch()
+    assert run(capsys, str(empty), "--retry-failed")[0] == 1
+    assert empty.read_bytes() == b""
 
 
 def test_a_file_that_is_not_an_outbox_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
