@@ -13,7 +13,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec
 
@@ -169,9 +168,8 @@ class Outbox:
         if self._forked:
             self._reopen_after_fork()
         body = request.body.to_dict()
-        stamped = "timestamp" not in body
-        if stamped:
-            body["timestamp"] = datetime.now(timezone.utc).isoformat()
+        # Without a timestamp argument, the time is fixed now: kept apart from the body, sent as the timestamp.
+        stamped_at = None if "timestamp" in body else time.time()
         key = request.idempotency_key
         try:
             event_id, duplicate = self._store.enqueue(
@@ -179,7 +177,7 @@ class Outbox:
                 key,
                 request.body.customer_external_id,
                 _JSON.encode(body),
-                stamped=stamped,
+                stamped_at=stamped_at,
                 now=self._settings.clock.now(),
                 max_pending=self._max_pending,
             )

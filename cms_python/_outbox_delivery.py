@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal, Protocol
 
 import attrs
@@ -84,7 +84,7 @@ class FailedEvent:
 
 def failed_event(event: StoredEvent, result: TrackError) -> FailedEvent:
     try:
-        model = _OPERATIONS[event.kind].payload.from_dict(json.loads(event.body))
+        model = _payload(event)
     except (KeyError, ValueError, TypeError):  # an event that failed as `invalid_event`
         arguments = {}
     else:
@@ -303,15 +303,22 @@ class Delivery:
 
 
 def _rebuild(event: StoredEvent) -> TrackRequest[Any]:
-    """The request stored for `event`, as the generated model. The timestamp is read by `fromisoformat`, which
-    reads back exactly what `isoformat` wrote (dateutil's parser, in `from_dict`, costs more than all the rest)."""
-    operation = _OPERATIONS[event.kind]
+    """The request stored for `event`."""
+    return TrackRequest(_OPERATIONS[event.kind], _payload(event), event.idempotency_key)
+
+
+def _payload(event: StoredEvent) -> Any:
+    """The generated model of `event`'s body, with the time the outbox stamped, if it did. A timestamp in the
+    body is read by `fromisoformat`, which reads back exactly what `isoformat` wrote (dateutil's parser, in
+    `from_dict`, costs more than all the rest)."""
     fields = json.loads(event.body)
     timestamp = fields.pop("timestamp", None)
-    body = operation.payload.from_dict(fields)
-    if timestamp is not None:
-        body.timestamp = datetime.fromisoformat(timestamp)
-    return TrackRequest(operation, body, event.idempotency_key)
+    model = _OPERATIONS[event.kind].payload.from_dict(fields)
+    if event.stamped_at is not None:
+        model.timestamp = datetime.fromtimestamp(event.stamped_at, timezone.utc)
+    elif timestamp is not None:
+        model.timestamp = datetime.fromisoformat(timestamp)
+    return model
 
 
 def _already_recorded(event: StoredEvent, result: TrackError) -> bool:

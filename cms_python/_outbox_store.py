@@ -51,7 +51,7 @@ CREATE TABLE events (
     idempotency_key TEXT NOT NULL UNIQUE,
     customer TEXT NOT NULL,
     body TEXT NOT NULL,
-    stamped INTEGER NOT NULL,
+    stamped_at REAL,
     queued_at REAL NOT NULL,
     state TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -89,13 +89,13 @@ max(coalesce((SELECT max(seq) FROM events), 0), (SELECT value FROM counters WHER
 """
 _PENDING = f"{_LAST_SEQ} - (SELECT value FROM counters WHERE name = 'left_pending')"  # noqa: S608
 _ENQUEUE = f"""
-INSERT INTO events (seq, kind, idempotency_key, customer, body, stamped, queued_at)
+INSERT INTO events (seq, kind, idempotency_key, customer, body, stamped_at, queued_at)
 SELECT {_LAST_SEQ} + 1, ?1, ?2, ?3, ?4, ?5, ?6
 WHERE {_PENDING} < ?7
   AND NOT EXISTS (SELECT 1 FROM events WHERE idempotency_key = ?2)
   AND NOT EXISTS (SELECT 1 FROM delivered WHERE idempotency_key = ?2)
 """  # noqa: S608 - constant text
-_COLUMNS = "seq, kind, idempotency_key, body, stamped, queued_at, attempts, result"
+_COLUMNS = "seq, kind, idempotency_key, body, stamped_at, queued_at, attempts, result"
 # In SQL rather than Python: past a customer whose oldest event waits, its later ones are skipped by SQLite (which
 # lets other threads run meanwhile), however many there are. A retry due more than 1000 s from now (longer than
 # any wait the outbox asks for) was scheduled before the wall clock went back: it is due now.
@@ -119,7 +119,7 @@ class StoredEvent:
     kind: Literal["lead", "sale"]
     idempotency_key: str
     body: str
-    stamped: bool
+    stamped_at: float | None
     queued_at: float
     attempts: int
     result: str | None
@@ -151,12 +151,10 @@ class KeyReused(Exception):
         self.event_id = event_id
 
 
-def fingerprint(kind: str, body: str, stamped: bool) -> str:
-    """What makes two events "the same": their kind and request body, less the timestamp the outbox stamped."""
-    content = json.loads(body)
-    if stamped:
-        content.pop("timestamp", None)
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def fingerprint(kind: str, body: str) -> str:
+    """What makes two events "the same": their kind and request body (which holds no timestamp the outbox
+    stamped: that one is `stamped_at`, apart)."""
+    canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{kind}\n{canonical}".encode()).hexdigest()
 
 
@@ -297,7 +295,7 @@ class Store:
     # -- enqueue ------------------------------------------------------------------------------------------------
 
     def enqueue(
-        self, kind: str, key: str, customer: str, body: str, *, stamped: bool, now: float, max_pending: int
+        self, kind: str, key: str, customer: str, body: str, *, stamped_at: float | None, now: float, max_pending: int
     ) -> tuple[str, bool]:
         """Store a pending event in one statement (its own transaction): `(event_id, duplicate)`.
 
@@ -305,33 +303,35 @@ class Store:
         `KeyReused`, or `sqlite3.Error` (storage failure).
         """
         with self.lock:
-            cursor = self.connection.execute(_ENQUEUE, (kind, key, customer, body, stamped, now, max_pending))
+            cursor = self.connection.execute(_ENQUEUE, (kind, key, customer, body, stamped_at, now, max_pending))
             if cursor.rowcount == 1:
                 return str(cursor.lastrowid), False
-            return self._not_inserted(kind, key, customer, body, stamped=stamped, now=now, max_pending=max_pending)
+            return self._not_inserted(
+                kind, key, customer, body, stamped_at=stamped_at, now=now, max_pending=max_pending
+            )
 
     def _not_inserted(
-        self, kind: str, key: str, customer: str, body: str, *, stamped: bool, now: float, max_pending: int
+        self, kind: str, key: str, customer: str, body: str, *, stamped_at: float | None, now: float, max_pending: int
     ) -> tuple[str, bool]:
         with self.transaction():
             connection = self.connection
-            row = connection.execute("SELECT seq, kind, body, stamped FROM events WHERE idempotency_key = ?", (key,))
+            row = connection.execute("SELECT seq, kind, body FROM events WHERE idempotency_key = ?", (key,))
             found = row.fetchone()
             if found is not None:
-                seq, stored_kind, stored_body, stored_stamped = found
-                known = fingerprint(stored_kind, stored_body, bool(stored_stamped))
+                seq, stored_kind, stored_body = found
+                known = fingerprint(stored_kind, stored_body)
             else:
                 found = connection.execute(
                     "SELECT seq, fingerprint FROM delivered WHERE idempotency_key = ?", (key,)
                 ).fetchone()
                 if found is None:
                     # The outbox was full when the statement ran; a delivery may have made room since.
-                    cursor = connection.execute(_ENQUEUE, (kind, key, customer, body, stamped, now, max_pending))
+                    cursor = connection.execute(_ENQUEUE, (kind, key, customer, body, stamped_at, now, max_pending))
                     if cursor.rowcount != 1:
                         raise Full
                     return str(cursor.lastrowid), False
                 seq, known = found
-            if known != fingerprint(kind, body, stamped):
+            if known != fingerprint(kind, body):
                 raise KeyReused(str(seq))
             return str(seq), True
 
@@ -390,7 +390,7 @@ class Store:
     def delivered(self, events: list[StoredEvent], now: float) -> None:
         """Move claimed events to `delivered` (one transaction): their bodies go, their keys and fingerprints stay
         for `DELIVERED_MEMORY`."""
-        prints = [fingerprint(event.kind, event.body, event.stamped) for event in events]
+        prints = [fingerprint(event.kind, event.body) for event in events]
         with self.lock, self.transaction():
             connection = self.connection
             for event, print_ in zip(events, prints, strict=True):

@@ -408,10 +408,16 @@ class OutboxDelivery:
         self.runs += 1
         path = self.directory / f"delivery{self.runs}.sqlite3"
         store = Store(str(path), "process")  # the events are stored beforehand, as by an app's enqueues
-        body = json.dumps({**LEAD_BODY, "timestamp": "2026-01-01T00:00:00+00:00"})
+        body = json.dumps(LEAD_BODY)
         for number in range(self.events):
             store.enqueue(
-                "lead", str(uuid.uuid4()), f"user_{number}", body, stamped=True, now=time.time(), max_pending=10**9
+                "lead",
+                str(uuid.uuid4()),
+                f"user_{number}",
+                body,
+                stamped_at=time.time(),
+                now=time.time(),
+                max_pending=10**9,
             )
         store.close()
         start = time.perf_counter()

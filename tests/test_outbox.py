@@ -579,8 +579,10 @@ def test_the_stored_body_is_what_is_sent(make, cms_sandbox: Sandbox) -> None:
     cms_sandbox.fail_next(422)  # a failed event keeps its body
     outbox.track_lead(**lead(customer_name="Zoë", customer_email="zoe@example.com"))
     assert outbox.flush(timeout=10)
-    (body,) = outbox._store.connection.execute("SELECT body FROM events").fetchone()
-    assert json.loads(body) == cms_sandbox.requests[0].json
+    body, stamped_at = outbox._store.connection.execute("SELECT body, stamped_at FROM events").fetchone()
+    sent = cms_sandbox.requests[0].json
+    assert datetime.fromisoformat(sent.pop("timestamp")) == datetime.fromtimestamp(stamped_at, timezone.utc)
+    assert json.loads(body) == sent
 
 
 def test_flush_from_on_failure_raises_instead_of_waiting_for_itself(
