@@ -600,11 +600,11 @@ def test_flush_from_on_failure_raises_instead_of_waiting_for_itself(
     assert outbox.stats()["delivered"] == 1
 
 
-def test_event_ids_are_never_given_twice(make, sandbox: Sandbox) -> None:
+def test_event_ids_are_never_given_twice(make, cms_sandbox: Sandbox) -> None:
     outbox, _ = make()
     delivered = outbox.track_lead(**lead(customer_external_id="a"))["data"]["event_id"]
     assert outbox.flush(timeout=10)
-    sandbox.fail_next(422)
+    cms_sandbox.fail_next(422)
     purged = outbox.track_lead(**lead(customer_external_id="b"))["data"]["event_id"]
     assert outbox.flush(timeout=10)
     assert outbox.purge_failed() == 1  # the newest row is gone too: its id must not come back

@@ -131,11 +131,11 @@ def test_deliver_until_empty_with_progress(
 
 
 def test_deliver_stops_when_the_token_is_refused(
-    path: Path, url: str, sandbox: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sandbox.token = "another-token"
     monkeypatch.setenv("CMS_BEARER_TOKEN", TOKEN)
-    monkeypatch.setenv("CMS_HOST", url)
-    status, _, err = run(capsys, "deliver", str(path), "--until-empty")
+    with Sandbox(token="another-token").serve() as url:
+        monkeypatch.setenv("CMS_HOST", url)
+        status, _, err = run(capsys, "deliver", str(path), "--until-empty")
     assert (status, "paused" in err) == (1, True)
     assert json.loads(run(capsys, str(path))[1])["pending"] == 2
