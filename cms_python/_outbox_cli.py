@@ -16,7 +16,7 @@ from typing import Any
 from ._base import HOST_VARIABLE, TOKEN_VARIABLE
 
 #: The outbox file when no PATH is given.
-PATH_VARIABLE = "CMS_OUTBOX"
+PATH_VARIABLE = "CMS_OUTBOX_PATH"  # the name of the web integrations' setting
 _PROGRESS_EVERY = 0.5
 
 SUMMARY = "Show, retry, purge or deliver the events of an Outbox file."
@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace, path: str) -> int:
+    from ._cli import _write as write  # noqa: PLC0415 - _cli imports this module
     from ._outbox_store import Store  # noqa: PLC0415 - sqlite3 only for this command
 
     store = Store(path, "process")
@@ -99,7 +100,7 @@ def _inspect(args: argparse.Namespace, path: str) -> int:
                     "arguments": event.arguments,
                     "result": event.result,
                 }
-                print(json.dumps(line, ensure_ascii=False, default=_iso))
+                write(_json_line(line))
         elif args.retry_failed:
             count = store.retry_failed()
             print(f"{count} failed event(s) queued again; an Outbox on this file (or 'cms outbox deliver') sends them")
@@ -110,7 +111,7 @@ def _inspect(args: argparse.Namespace, path: str) -> int:
                 return 1
             print(f"{store.purge_failed()} failed event(s) deleted")
         else:
-            print(json.dumps(store.counts()))
+            write(json.dumps(store.counts()))
     finally:
         store.close()
     return 0
@@ -173,6 +174,15 @@ def _confirm(question: str) -> bool:
         print(f"{question} Not on a terminal: pass --yes to confirm.", file=sys.stderr)
         return False
     return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def _json_line(value: object) -> str:
+    """One line of strict JSON, whatever a server sent: ASCII (lone surrogates escaped too), NaN as null."""
+    try:
+        return json.dumps(value, allow_nan=False, default=_iso)
+    except ValueError:
+        finite = json.loads(json.dumps(value, default=_iso), parse_constant=lambda _: None)
+        return json.dumps(finite, allow_nan=False)
 
 
 def _iso(value: object) -> str:

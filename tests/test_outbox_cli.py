@@ -12,6 +12,7 @@ import pytest
 
 from cms_python import Outbox
 from cms_python._cli import main
+from cms_python._outbox_store import Store
 from cms_python.testing import Sandbox
 
 from .conftest import LEAD, SALE, TOKEN
@@ -57,7 +58,7 @@ def test_counts(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_the_path_can_come_from_the_environment(
     path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CMS_OUTBOX", str(path))
+    monkeypatch.setenv("CMS_OUTBOX_PATH", str(path))
     assert json.loads(run(capsys)[1])["pending"] == 2
 
 
@@ -139,3 +140,25 @@ def test_deliver_stops_when_the_token_is_refused(
         status, _, err = run(capsys, "deliver", str(path), "--until-empty")
     assert (status, "paused" in err) == (1, True)
     assert json.loads(run(capsys, str(path))[1])["pending"] == 2
+
+
+def test_failed_events_print_strict_json_whatever_the_server_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "outbox.sqlite3"
+    store = Store(str(file), "process")
+    body = json.dumps({"eventName": "e", "customerExternalId": "u", "clickId": "c"})
+    store.enqueue("lead", "key-1", "u", body, stamped_at=None, now=1.0, max_pending=10)
+    (event,) = store.claim("me", 2.0, 1, None).events
+    result = {"success": False, "error": "bad \ud800", "status_code": 400, "type": "x", "details": {"n": float("nan")}}
+    store.failed(event, result, attempted=True)
+    store.close()
+
+    def refuse(name: str) -> None:
+        raise ValueError(name)
+
+    (line,) = run(capsys, str(file), "--failed")[1].splitlines()
+    assert line.isascii()
+    printed = json.loads(line, parse_constant=refuse)
+    assert printed["result"]["error"] == "bad \ud800"
+    assert printed["result"]["details"] == {"n": None}
