@@ -477,9 +477,11 @@ class Analytics:
         )
         if install.returncode != 0:
             raise RuntimeError(f"pip could not install {ANALYTICS_PACKAGES}:\n{install.stdout}{install.stderr}")
-        self.versions = subprocess.run(
+        installed = subprocess.run(
             [python, "-m", "pip", "list", "--format=freeze"], check=True, capture_output=True, text=True
-        ).stdout
+        ).stdout.splitlines()
+        wanted = [line for line in installed if line.split("==")[0].lower() in ANALYTICS_PACKAGES]
+        print(f"Installed {', '.join(wanted)}", file=sys.stderr, flush=True)
         driver = directory / "analytics_driver.py"
         driver.write_text(_ANALYTICS_DRIVER)
         environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
