@@ -57,11 +57,12 @@ def main(mode: str, path: str, host: str, *args: str) -> None:
         outbox = Outbox(path, TOKEN, host, flush_on_exit=float(args[0]))
         enqueue(outbox, range(1))
     elif mode == "fork":  # enqueue in the parent, fork while it delivers, enqueue in the child, both flush
-        outbox = Outbox(path, TOKEN, host, rate_limit=None)
+        outbox = Outbox(path, TOKEN, host, rate_limit=None)  # path may be ":memory:"
         enqueue(outbox, range(100))
         time.sleep(0.05)
         pid = os.fork()
         if pid == 0:
+            print(json.dumps({"child_pending_at_start": outbox.stats()["pending"]}), flush=True)
             enqueue(outbox, range(100, 150))
             flushed = outbox.flush(timeout=60)
             outbox.close()

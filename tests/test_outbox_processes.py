@@ -118,10 +118,17 @@ def test_two_processes_on_one_file_send_each_event_once(server: LoopbackServer, 
     assert pending_in(Path(path)) == 0
 
 
-def test_fork_gives_the_child_its_own_outbox_and_no_event_is_sent_twice(server: LoopbackServer, tmp_path: Path) -> None:
-    path = str(tmp_path / "outbox.sqlite3")
+@pytest.mark.parametrize("where", ["file", "memory"])
+def test_fork_gives_the_child_its_own_outbox_and_no_event_is_sent_twice(
+    server: LoopbackServer, tmp_path: Path, where: str
+) -> None:
+    path = str(tmp_path / "outbox.sqlite3") if where == "file" else ":memory:"
     server.default = Reply(delay=0.002)  # the parent is still delivering when it forks
-    summary = json.loads(finish(child("fork", path, server.url))[-1])
+    lines = finish(child("fork", path, server.url))
+    (child_start,) = [json.loads(line) for line in lines if line.startswith('{"child_pending_at_start"')]
+    if where == "memory":  # the parent's queue stays the parent's
+        assert child_start == {"child_pending_at_start": 0}
+    summary = json.loads(lines[-1])
     assert summary["flushed"] is True
     assert summary["child_status"] == 0  # the child flushed its events through its own connection and thread
     counts = Counter({key: len(sent) for key, sent in received(server).items()})
