@@ -124,6 +124,8 @@ class Delivery:
         #: each event would make every enqueue wait for the thread to run).
         self.idle = False
         self._stopping = False
+        #: The event being sent (or about to be): its claim is kept when `stop` gives up waiting.
+        self.in_flight: int | None = None
         self.paused = False
         self._failures_in_a_row = 0
         self._last_dead_owner_check = 0.0
@@ -147,12 +149,17 @@ class Delivery:
         return self._thread is threading.current_thread()
 
     def stop(self, timeout: float) -> bool:
-        """Ask the thread to stop after the attempt in flight; True once it has (its claims released)."""
+        """Ask the thread to stop after the attempt in flight; True once it has (its claims released). If it has
+        not within `timeout`, its claims are released now, but that of the event on the wire."""
         self._stopping = True
         self._wake.set()
         if self._thread.ident is not None and not self.is_current_thread:
             self._thread.join(timeout)
-        return not self._thread.is_alive()
+        if not self._thread.is_alive():
+            return True
+        with contextlib.suppress(sqlite3.Error):  # else they lapse with their lease, or when this process is gone
+            self._store.release_owner(self._owner, keep=self.in_flight)
+        return False
 
     # -- the thread ---------------------------------------------------------------------------------------------
 
@@ -214,6 +221,7 @@ class Delivery:
         delivered: list[StoredEvent] = []
         try:
             for index, event in enumerate(events):
+                self.in_flight = event.seq  # before looking at _stopping: `stop` reads them the other way round
                 if self._stopping or self.paused:
                     self._store.release(events[index:])
                     return
@@ -224,6 +232,7 @@ class Delivery:
                     self._store.release(events[index + 1 :])
                     return
         finally:
+            self.in_flight = None
             if delivered:
                 self._store.delivered(delivered, self._settings.clock.now())
             with self._progress:

@@ -433,11 +433,12 @@ class Store:
                     (json.dumps([event.seq for event in events]),),
                 )
 
-    def release_owner(self, owner: str) -> None:
-        """Give up every claim of `owner`."""
+    def release_owner(self, owner: str, *, keep: int | None = None) -> None:
+        """Give up every claim of `owner`, but that of the event `keep` (one on the wire)."""
         with self.lock:
             self.connection.execute(
-                "UPDATE events SET claim_owner = NULL, claim_expires = NULL WHERE claim_owner = ?", (owner,)
+                "UPDATE events SET claim_owner = NULL, claim_expires = NULL WHERE claim_owner = ? AND seq IS NOT ?",
+                (owner, keep),
             )
 
     def release_dead_owners(self, now: float) -> int:

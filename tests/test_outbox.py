@@ -493,21 +493,27 @@ def test_events_left_in_the_file_are_delivered_by_the_next_outbox(make, cms_sand
     assert [request.idempotency_key for request in cms_sandbox.requests] == [key]
 
 
-def test_claims_are_released_at_close(tmp_path: Path) -> None:
-    # Two outboxes on one file are two claim owners. The first claims a batch, sends one event to an API that
-    # hangs, and closes: the second must not wait for the first one's leases to run out.
+def test_claims_are_released_at_close_but_that_of_the_event_on_the_wire(tmp_path: Path) -> None:
+    # Two outboxes on one file are two claim owners. The first claims a batch, sends its first event to an API
+    # that hangs, and closes without waiting: the second must get the rest of the batch at once, not after the
+    # first's leases run out, and must not send the event on the wire.
     server = LoopbackServer()
-    server.queue(Reply(delay=2))
+    server.queue(Reply(delay=5))
     path = tmp_path / "o.sqlite3"
     try:
         first = Outbox(path, TOKEN, server.url, rate_limit=None)
         for number in range(10):
-            first.track_lead(**lead(customer_external_id=f"c{number}"))
+            first.track_lead(**lead(customer_external_id=f"c{number}", idempotency_key=f"k{number}"))
         while not server.requests:
             time.sleep(0.01)
         first.close(timeout=0)
         with Outbox(path, TOKEN, server.url, rate_limit=None) as second:
-            assert second.flush(timeout=20)
+            deadline = time.monotonic() + 4
+            while len(server.requests) < 10 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            second.close(timeout=0)
+        keys = [request.headers["Idempotency-Key"] for request in server.requests]
+        assert sorted(keys) == sorted(f"k{number}" for number in range(10))
     finally:
         server.close()
 
