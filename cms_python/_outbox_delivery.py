@@ -297,7 +297,9 @@ class Delivery:
         if on_failure is not None:
             try:
                 on_failure(failed_event(event, result), result)
-            except Exception:
+            # The caller's code: even a SystemExit or KeyboardInterrupt it raises must not end this thread, which
+            # would leave the outbox acknowledging events it no longer sends.
+            except BaseException:
                 logger.exception("CutMeShort outbox %s: on_failure raised; delivery goes on", self._store.path)
         self._store.failed(event, dict(result), attempted=attempted)
 

@@ -556,8 +556,9 @@ def _statements(script: str) -> list[str]:
 
 def _create_owner_only(path: str) -> None:
     """Create the file (and missing folders) if it does not exist: readable by its owner only, since events hold
-    customer details. An existing file keeps its permissions."""
-    folder = os.path.dirname(os.path.abspath(path))
+    customer details. An existing file keeps its permissions; a symlink's target is what is created."""
+    path = os.path.realpath(path)
+    folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     try:
         descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)

@@ -290,11 +290,12 @@ def test_a_permanent_refusal_fails_the_event_and_calls_on_failure(make, cms_sand
     assert [request.idempotency_key for request in cms_sandbox.requests] == [key, key]
 
 
+@pytest.mark.parametrize("raised", [RuntimeError, SystemExit, KeyboardInterrupt])
 def test_an_exception_in_on_failure_is_logged_and_delivery_goes_on(
-    make, cms_sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+    make, cms_sandbox: Sandbox, caplog: pytest.LogCaptureFixture, raised: type[BaseException]
 ) -> None:
     def broken(event: FailedEvent, result: dict[str, Any]) -> None:
-        raise RuntimeError("bug in the callback")
+        raise raised("bug in the callback")
 
     outbox, _ = make(on_failure=broken)
     cms_sandbox.fail_next(400)
@@ -442,6 +443,15 @@ def test_a_new_file_is_readable_by_its_owner_only(make, tmp_path: Path) -> None:
     existing.chmod(0o640)
     make(existing)
     assert existing.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_new_file_behind_a_dangling_symlink_is_readable_by_its_owner_only(make, tmp_path: Path) -> None:
+    target = tmp_path / "target.sqlite3"
+    link = tmp_path / "link.sqlite3"
+    link.symlink_to(target)
+    outbox, _ = make(link)
+    outbox.track_lead(**LEAD)
+    assert target.stat().st_mode & 0o777 == 0o600
 
 
 @pytest.mark.parametrize(
