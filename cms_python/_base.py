@@ -34,6 +34,10 @@ _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 # scheme://[user info@]host[:port], up to the path, query or fragment; an IPv6 host is bracketed. No backslash:
 # URL parsers disagree on it (WHATWG reads it as "/", RFC 3986 parsers as part of the name).
 _AUTHORITY = re.compile(r"[^:/?#]+://(?P<userinfo_and_host>[^/?#\\]*?)(?::(?P<port>[^:/?#\[\]@\\]*))?(?=[/?#]|\Z)")
+#: Requests one client has in flight at most; more calls wait for a slot, with no timeout running meanwhile.
+#: It is also the connection pool's size: httpcore's bookkeeping per request grows with connections x idle
+#: connections, and it closes idle connections beyond `max_keepalive_connections` (so: as many as it may open).
+MAX_IN_FLIGHT = 16
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 _HttpClient = TypeVar("_HttpClient", httpx.Client, httpx.AsyncClient)
@@ -101,6 +105,7 @@ class ClientBase(ABC, Generic[_HttpClient]):
             "headers": {"Authorization": f"Bearer {self._token}", "User-Agent": USER_AGENT, **SDK_HEADERS},
             "timeout": self._timeout,
             "follow_redirects": False,
+            "limits": httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT),
             "verify": _tls_context(),
             # HTTP_PROXY & co. would carry a plain-http (loopback) request, token included, across the network.
             "trust_env": not self._host.startswith("http://"),
@@ -132,7 +137,8 @@ class ClientBase(ABC, Generic[_HttpClient]):
 
     @abstractmethod
     def _connect(self, settings: dict[str, Any], http_client: _HttpClient | None) -> Client:
-        """The generated client, sending through a new httpx client built from `settings`."""
+        """The generated client, sending through a new httpx client built from `settings`; also sets up what
+        the face's I/O needs (its `MAX_IN_FLIGHT` slots)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(host={self._host!r}, max_retries={self._max_retries})"

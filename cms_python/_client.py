@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -11,7 +12,7 @@ import httpx
 from cms_api_client import Client
 
 from ._attempts import Attempts, Done, GaveUp, Wait
-from ._base import ClientBase, tracking_method
+from ._base import MAX_IN_FLIGHT, ClientBase, tracking_method
 from ._operations import ApiResponse, TrackRequest
 from ._requests import build_lead, build_sale
 from ._transports import OwnClient, ThroughClient
@@ -48,6 +49,8 @@ class CMSClient(ClientBase[httpx.Client]):
     """
 
     def _connect(self, settings: dict[str, Any], http_client: httpx.Client | None) -> Client:
+        # Threads beyond these wait here, outside httpx, so no pool timeout runs out while they queue up.
+        self._slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
         transport = ThroughClient(http_client) if http_client is not None else None
         return Client(base_url=self.host).set_httpx_client(OwnClient(**settings, transport=transport))
 
@@ -59,25 +62,26 @@ class CMSClient(ClientBase[httpx.Client]):
             return request
         attempts = self._attempts(request)
         while True:
-            attempts.start()
-            decision = attempts.decide(self._attempt(request))
+            decision = attempts.decide(self._attempt(request, attempts))
             if not isinstance(decision, Wait):
                 return decision.result
-            time.sleep(decision.seconds)
+            time.sleep(decision.seconds)  # holding no slot
 
     def _deliver(self, request: TrackRequest[Any]) -> Done | GaveUp:
         """One attempt and its outcome, never a retry: for the `Outbox`, which schedules its own."""
         attempts = Attempts(request, max_retries=0, token=self._token)
-        attempts.start()
-        decision = attempts.decide(self._attempt(request))
+        decision = attempts.decide(self._attempt(request, attempts))
         assert not isinstance(decision, Wait)  # no retries left after the first attempt
         return decision
 
-    def _attempt(self, request: TrackRequest[Any]) -> ApiResponse | httpx.HTTPError:
-        try:
-            return request.operation.send(self._api, request)
-        except httpx.HTTPError as exc:
-            return exc
+    def _attempt(self, request: TrackRequest[Any], attempts: Attempts) -> ApiResponse | httpx.HTTPError:
+        """One send, in one of the client's slots; `attempts` starts timing it once it has one."""
+        with self._slots:
+            attempts.start()
+            try:
+                return request.operation.send(self._api, request)
+            except httpx.HTTPError as exc:
+                return exc
 
     def close(self) -> None:
         """Release the connections (a caller's own `http_client` stays open)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
+import threading
 import time
 import warnings
 
@@ -12,8 +13,9 @@ import httpx
 import pytest
 
 from cms_python import AsyncCMSClient, CMSClient, _retry
+from cms_python._base import MAX_IN_FLIGHT
 
-from .conftest import LEAD, TOKEN, key_of
+from .conftest import LEAD, SALE, TOKEN, key_of
 from .servers import SUCCESS, LoopbackServer, Reply
 
 
@@ -120,17 +122,88 @@ async def test_cancelled_during_backoff_sends_no_more_attempts(server, monkeypat
 
 @pytest.mark.anyio
 async def test_cancelling_some_of_many_concurrent_calls(server):
+    # Some of the cancelled calls are in flight, the others still wait for a slot.
     server.default = Reply(delay=0.2)
+    calls = MAX_IN_FLIGHT + 8
     async with AsyncCMSClient(token=TOKEN, host=server.url) as client:
         tasks = [
-            asyncio.create_task(client.track_lead(event_name="e", customer_external_id=f"u{i}")) for i in range(20)
+            asyncio.create_task(client.track_lead(event_name="e", customer_external_id=f"u{i}")) for i in range(calls)
         ]
-        await wait_for_requests(server, 20)
+        await wait_for_requests(server, MAX_IN_FLIGHT)
         for task in tasks[::2]:
             task.cancel()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(o, asyncio.CancelledError) for o in outcomes[::2])
-    assert outcomes[1::2] == [SUCCESS] * 10
+    assert outcomes[1::2] == [SUCCESS] * (calls // 2)
+    # The calls cancelled while waiting for a slot never sent.
+    assert len(server.requests) == MAX_IN_FLIGHT + 4
+
+
+# --- event loops ------------------------------------------------------------------------------------------------
+
+WRONG_LOOP = "belongs to the event loop it was first used in"
+
+
+def test_calls_from_another_loop_raise_before_sending_every_time_and_the_first_loop_keeps_working(server):
+    first = asyncio.new_event_loop()
+    client = AsyncCMSClient(token=TOKEN, host=server.url)
+    try:
+        assert first.run_until_complete(client.track_lead(**LEAD)) == SUCCESS
+        for _ in range(3):  # not only the first call from the new loop: each one
+            with pytest.raises(RuntimeError, match=WRONG_LOOP):
+                asyncio.run(client.track_lead(**LEAD))
+        with pytest.raises(RuntimeError, match=WRONG_LOOP):
+            asyncio.run(client.track_sale(**SALE))
+        assert len(server.requests) == 1
+        assert first.run_until_complete(client.track_lead(**LEAD)) == SUCCESS
+    finally:
+        first.run_until_complete(client.aclose())
+        first.close()
+    assert len(server.requests) == 2
+
+
+def test_a_closed_first_loop_is_named_in_the_error(server):
+    client = AsyncCMSClient(token=TOKEN, host=server.url)
+
+    async def use_and_close() -> None:
+        assert await client.track_lead(**LEAD) == SUCCESS
+        await client.aclose()
+
+    asyncio.run(use_and_close())
+    with pytest.raises(RuntimeError, match=r"first used in \(closed\)"):
+        asyncio.run(client.track_lead(**LEAD))
+    assert len(server.requests) == 1
+
+
+def test_two_loops_in_two_threads_at_once(server):
+    # Both make their first call at the same moment: one loop gets the client, the other a RuntimeError for each
+    # of its calls, and nothing it asked for is sent.
+    server.default = Reply(delay=0.01)
+    client = AsyncCMSClient(token=TOKEN, host=server.url)
+    start = threading.Barrier(2)
+    outcomes: dict[str, list[object]] = {}
+
+    def run_loop(name: str) -> None:
+        async def calls() -> list[object]:
+            start.wait()
+            results = await asyncio.gather(
+                *(client.track_lead(**LEAD, idempotency_key=f"{name}-{i}") for i in range(20)), return_exceptions=True
+            )
+            if results == [SUCCESS] * 20:  # the loop the client belongs to closes it
+                await client.aclose()
+            return results
+
+        outcomes[name] = asyncio.run(calls())
+
+    threads = [threading.Thread(target=run_loop, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    (winner,) = [name for name, results in outcomes.items() if results == [SUCCESS] * 20]
+    (loser,) = set(outcomes) - {winner}
+    assert all(isinstance(result, RuntimeError) and WRONG_LOOP in str(result) for result in outcomes[loser])
+    assert sorted(key_of(recorded) for recorded in server.requests) == sorted(f"{winner}-{i}" for i in range(20))
 
 
 # --- closing ----------------------------------------------------------------------------------------------------------
