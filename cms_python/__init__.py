@@ -10,13 +10,13 @@ if not result["success"]:
 
 from typing import TYPE_CHECKING, Any
 
-from ._async_client import AsyncCMSClient
 from ._base import DEFAULT_HOST
 from ._client import CMSClient
 from ._types import TrackError, TrackQueued, TrackResult, TrackSuccess
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._async_client import AsyncCMSClient
     from ._outbox import FailedEvent, Outbox
 
 __all__ = [
@@ -34,9 +34,22 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The outbox brings sqlite3 and a thread: loaded on first use, so that `import cms_python` stays light.
-    if name in ("Outbox", "FailedEvent"):
+    # Imported on first use, so that `import cms_python` (and `from cms_python import CMSClient`) pays for the
+    # sync path only: the async face brings asyncio, the outbox sqlite3 and a thread. Later lookups of a name
+    # find it in globals() without coming here.
+    if name == "AsyncCMSClient":
+        from ._async_client import AsyncCMSClient  # noqa: PLC0415
+
+        value: Any = AsyncCMSClient
+    elif name in ("Outbox", "FailedEvent"):
         from . import _outbox  # noqa: PLC0415
 
-        return getattr(_outbox, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(_outbox, name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

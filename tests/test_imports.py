@@ -1,0 +1,61 @@
+"""`import cms_python` loads the sync path only; the rest arrives on first use, under the same names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import cms_python
+
+#: Modules that only the async face, the sandbox, the CLI or the outbox need.
+NOT_FOR_THE_SYNC_PATH = {
+    "asyncio",
+    "sqlite3",
+    "cms_python._async_client",
+    "cms_python._cli",
+    "cms_python._sandbox",
+    "cms_python.testing",
+    "cms_python.pytest_plugin",
+}
+
+
+def modules_after(statement: str) -> set[str]:
+    """The modules a fresh interpreter holds after running `statement`."""
+    code = f"{statement}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    run = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return set(json.loads(run.stdout))
+
+
+@pytest.mark.parametrize("statement", ["import cms_python", "from cms_python import CMSClient"])
+def test_the_sync_path_imports_nothing_only_other_modes_need(statement):
+    loaded = modules_after(statement)
+    assert "cms_python._client" in loaded
+    assert loaded & NOT_FOR_THE_SYNC_PATH == set()
+
+
+def test_the_async_client_is_imported_on_first_use():
+    loaded = modules_after("from cms_python import AsyncCMSClient")
+    assert "cms_python._async_client" in loaded
+    assert "asyncio" in loaded
+
+
+def test_every_public_name_is_there_and_listed():
+    from cms_python._async_client import AsyncCMSClient  # noqa: PLC0415
+
+    assert cms_python.AsyncCMSClient is AsyncCMSClient
+    for name in cms_python.__all__:
+        assert getattr(cms_python, name) is not None
+    assert set(cms_python.__all__) <= set(dir(cms_python))
+    namespace: dict[str, object] = {}
+    exec("from cms_python import *", namespace)
+    assert namespace["AsyncCMSClient"] is AsyncCMSClient
+
+
+def test_an_unknown_name_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        cms_python.Nope  # noqa: B018
+    with pytest.raises(ImportError):
+        from cms_python import Nope  # noqa: F401, PLC0415
