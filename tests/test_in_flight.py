@@ -4,8 +4,10 @@ at the server's pace, waiting for a slot does not count against the timeout, and
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from cms_python import AsyncCMSClient, CMSClient
 from cms_python._base import MAX_IN_FLIGHT
@@ -97,3 +99,12 @@ def test_sync_retry_sleeps_hold_no_slot(server):
         results = [extra, *(sleeper.result() for sleeper in sleepers)]
     assert results == [SUCCESS] * (MAX_IN_FLIGHT + 1)
     assert_the_extra_call_went_before_any_retry(server)
+
+
+def test_the_readme_states_the_bound():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    stated = re.findall(
+        r"at most (\d+)\s+requests in flight|(\d+) at a\s+time are in flight|client's (\d+) in-flight", readme
+    )
+    assert len(stated) == 3
+    assert {int(number) for match in stated for number in match if number} == {MAX_IN_FLIGHT}
