@@ -15,6 +15,7 @@ NOT_FOR_THE_SYNC_PATH = {
     "asyncio",
     "sqlite3",
     "cms_python._async_client",
+    "cms_python._outbox",
     "cms_python._cli",
     "cms_python._sandbox",
     "cms_python.testing",
@@ -40,6 +41,13 @@ def test_the_async_client_is_imported_on_first_use():
     loaded = modules_after("from cms_python import AsyncCMSClient")
     assert "cms_python._async_client" in loaded
     assert "asyncio" in loaded
+    assert "sqlite3" not in loaded
+
+
+def test_the_outbox_is_imported_on_first_use():
+    loaded = modules_after("from cms_python import Outbox")
+    assert {"cms_python._outbox", "sqlite3"} <= loaded
+    assert "cms_python._async_client" not in loaded
 
 
 def test_every_public_name_is_there_and_listed():
@@ -52,6 +60,7 @@ def test_every_public_name_is_there_and_listed():
     namespace: dict[str, object] = {}
     exec("from cms_python import *", namespace)
     assert namespace["AsyncCMSClient"] is AsyncCMSClient
+    assert set(cms_python.__all__) <= set(namespace)
 
 
 def test_an_unknown_name_is_an_attribute_error():
