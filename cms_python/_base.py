@@ -35,9 +35,11 @@ _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 # URL parsers disagree on it (WHATWG reads it as "/", RFC 3986 parsers as part of the name).
 _AUTHORITY = re.compile(r"[^:/?#]+://(?P<userinfo_and_host>[^/?#\\]*?)(?::(?P<port>[^:/?#\[\]@\\]*))?(?=[/?#]|\Z)")
 #: Requests one client has in flight at most; more calls wait for a slot, with no timeout running meanwhile.
-#: It is also the connection pool's size: httpcore's bookkeeping per request grows with connections x idle
-#: connections, and it closes idle connections beyond `max_keepalive_connections` (so: as many as it may open).
-MAX_IN_FLIGHT = 16
+#: Also the pool's size, and as many kept alive (with fewer, httpcore closes and reopens connections, TLS
+#: handshakes included). Measured with `scripts/bench.py --in-flight`: httpcore's CPU per request grows with
+#: connections x idle connections, so 16 or more cost more than 12 even 20 ms from the server, and 8 cannot
+#: keep up there (8 / 20 ms = 400 requests/s). The API allows 60 requests a minute: 12 never limits real use.
+MAX_IN_FLIGHT = 12
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 _HttpClient = TypeVar("_HttpClient", httpx.Client, httpx.AsyncClient)
