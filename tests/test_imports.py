@@ -10,7 +10,7 @@ import pytest
 
 import cms_python
 
-#: Modules that only the async face, the sandbox, the CLI or the outbox need.
+#: Modules that only the async face, the sandbox, the CLI, the outbox or the web integrations need.
 NOT_FOR_THE_SYNC_PATH = {
     "asyncio",
     "sqlite3",
@@ -20,6 +20,7 @@ NOT_FOR_THE_SYNC_PATH = {
     "cms_python._sandbox",
     "cms_python.testing",
     "cms_python.pytest_plugin",
+    "cms_python.integrations",
 }
 
 

@@ -137,7 +137,7 @@ def test_web_frameworks_are_dependencies_of_the_dev_extra_only() -> None:
             runtime.add(name)
         elif re.search(r"extra\s*==\s*[\"']dev[\"']", requirement):
             dev.add(name)
-    assert runtime == {"httpx", "attrs", "python-dateutil"}
+    assert runtime == {"httpx", "attrs", "python-dateutil", "sniffio"}
     assert {"django", "flask", "starlette", "fastapi"} <= dev
 
 
