@@ -14,6 +14,7 @@ out from their ABNF so the two sides can never disagree:
 from __future__ import annotations
 
 import re
+from functools import cache
 
 # -- RFC 5321 §4.1.2 (Mailbox), RFC 5322 §3.2.3 (atext), RFC 6531 §3.3 (UTF-8) -----------------------------------
 
@@ -25,8 +26,15 @@ _QUOTED_STRING = rf'"(?:[\x20\x21\x23-\x5b\x5d-\x7e{_NON_ASCII}]|\\[\x20-\x7e])*
 _LET_DIG = rf"[A-Za-z0-9{_NON_ASCII}]"
 _SUB_DOMAIN = rf"{_LET_DIG}(?:[A-Za-z0-9\-{_NON_ASCII}]*{_LET_DIG})?"
 _LOCAL_PART = rf"(?:{_ATEXT}+(?:\.{_ATEXT}+)*|{_QUOTED_STRING})"
-# An address literal's content is checked apart: `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
-_MAILBOX = re.compile(rf"{_LOCAL_PART}@(?:{_SUB_DOMAIN}(?:\.{_SUB_DOMAIN})*|\[(?P<literal>[^\[\]\\]*)\])")
+
+
+@cache
+def _mailbox() -> re.Pattern[str]:
+    # Compiled on first use: its wide character classes take ~30 ms to compile, which `import cms_python` would pay.
+    # An address literal's content is checked apart: `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
+    return re.compile(rf"{_LOCAL_PART}@(?:{_SUB_DOMAIN}(?:\.{_SUB_DOMAIN})*|\[(?P<literal>[^\[\]\\]*)\])")
+
+
 _SNUM = r"[0-9]{1,3}"
 _IPV4_LITERAL = re.compile(rf"{_SNUM}(?:\.{_SNUM}){{3}}")
 _IPV6_HEX = re.compile(r"[0-9A-Fa-f]{1,4}")
@@ -34,7 +42,7 @@ _IPV6_HEX = re.compile(r"[0-9A-Fa-f]{1,4}")
 
 def is_email(value: str) -> bool:
     """Whether `value` is an email address (RFC 5321 `Mailbox`, UTF-8 allowed as in RFC 6531)."""
-    match = _MAILBOX.fullmatch(value)
+    match = _mailbox().fullmatch(value)
     if match is None:
         return False
     literal = match.group("literal")
@@ -96,14 +104,19 @@ _IP_LITERAL = rf"\[(?:{_IPV6_ADDRESS}|v[0-9A-Fa-f]+\.[{_UNRESERVED}{_SUB_DELIMS}
 # An IPv4address is also a reg-name: no alternative of its own needed.
 _REG_NAME = rf"(?:[{_UNRESERVED}{_SUB_DELIMS}]|{_PCT_ENCODED})*"
 _AUTHORITY = rf"(?:(?:[{_UNRESERVED}{_SUB_DELIMS}:]|{_PCT_ENCODED})*@)?(?:{_IP_LITERAL}|{_REG_NAME})(?::[0-9]*)?"
-_URI = re.compile(
-    rf"[A-Za-z][A-Za-z0-9+\-.]*:"
-    rf"(?://{_AUTHORITY}(?:/{_PCHAR}*)*|/(?:{_PCHAR}+(?:/{_PCHAR}*)*)?|{_PCHAR}+(?:/{_PCHAR}*)*|)"
-    rf"(?:\?(?:{_PCHAR}|[/?])*)?"
-    rf"(?:#(?:{_PCHAR}|[/?])*)?"
-)
+
+
+@cache
+def _uri() -> re.Pattern[str]:
+    # Compiled on first use, as `_mailbox()` (a few ms).
+    return re.compile(
+        rf"[A-Za-z][A-Za-z0-9+\-.]*:"
+        rf"(?://{_AUTHORITY}(?:/{_PCHAR}*)*|/(?:{_PCHAR}+(?:/{_PCHAR}*)*)?|{_PCHAR}+(?:/{_PCHAR}*)*|)"
+        rf"(?:\?(?:{_PCHAR}|[/?])*)?"
+        rf"(?:#(?:{_PCHAR}|[/?])*)?"
+    )
 
 
 def is_uri(value: str) -> bool:
     """Whether `value` is an absolute URI (RFC 3986 `URI`: a scheme, then only what the grammar allows)."""
-    return _URI.fullmatch(value) is not None
+    return _uri().fullmatch(value) is not None
