@@ -17,6 +17,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._async_client import AsyncCMSClient
+    from ._importing import ImportSummary, MalformedInputError, RowProblem, import_events
     from ._outbox import FailedEvent, Outbox
 
 __all__ = [
@@ -24,12 +25,16 @@ __all__ = [
     "AsyncCMSClient",
     "CMSClient",
     "FailedEvent",
+    "ImportSummary",
+    "MalformedInputError",
     "Outbox",
+    "RowProblem",
     "TrackError",
     "TrackQueued",
     "TrackResult",
     "TrackSuccess",
     "__version__",
+    "import_events",
 ]
 
 
@@ -45,6 +50,10 @@ def __getattr__(name: str) -> Any:
         from . import _outbox  # noqa: PLC0415
 
         value = getattr(_outbox, name)
+    elif name in ("ImportSummary", "MalformedInputError", "RowProblem", "import_events"):
+        from . import _importing  # noqa: PLC0415
+
+        value = getattr(_importing, name)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value

@@ -18,6 +18,7 @@ from typing import Any
 
 from ._base import HOST_VARIABLE, TOKEN_VARIABLE
 from ._client import CMSClient
+from ._import_command import add_import_command
 from ._outbox_cli import add_command as add_outbox_command
 from ._types import TrackResult
 from ._version import __version__
@@ -36,6 +37,7 @@ examples:
   cms track-lead --click-id id_123 --event-name signup_started --customer-external-id user_42
   cms track-sale --click-id id_123 --event-name purchase_completed --customer-external-id user_42 \\
       --invoice-id inv_987 --amount 4999 --currency USD
+  cms import orders.csv --kind sale
   cms sandbox --port 8787
   cms demo
 
@@ -115,6 +117,7 @@ examples:
         "--click-id", help="the click to attribute the sale to; optional after a deferred lead for the customer"
     )
     _customer_arguments(sale)
+    add_import_command(commands)
 
     sandbox = _command(
         commands,

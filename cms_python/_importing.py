@@ -1,0 +1,498 @@
+"""`import_events`: check rows of past leads and sales, queue them in a durable `Outbox`, wait for delivery.
+
+Every row goes through `track_lead` / `track_sale`'s own checks (`_requests`); its idempotency key is derived from
+its content, so importing the same rows again queues nothing twice (the outbox answers "duplicate").
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+from ._import_rows import (
+    FIELDS,
+    KINDS,
+    REQUIRED,
+    Format,
+    Kind,
+    MalformedInputError,
+    Row,
+    format_of,
+    read_file,
+    read_mappings,
+)
+from ._operations import TrackRequest
+from ._requests import build_lead, build_sale
+from ._types import TrackError, TrackResult
+
+if TYPE_CHECKING:
+    from ._client import CMSClient
+    from ._outbox import Outbox
+
+__all__ = ["ImportSummary", "MalformedInputError", "RowProblem", "import_events"]
+
+State: TypeAlias = Literal["reading", "checking", "queueing", "delivering", "done", "interrupted", "paused", "stopped"]
+#: How many problems a summary keeps (all of them go to the `errors` file).
+KEPT_PROBLEMS = 50
+#: How often `on_progress` is called, in seconds.
+PROGRESS_INTERVAL = 0.25
+OUTBOX_SUFFIX = ".cms-outbox"
+KEY_PREFIX = "import-"
+
+_FIELD_SETS = {kind: frozenset(FIELDS[kind]) for kind in KINDS}
+_REQUIRED_SETS = {kind: frozenset(REQUIRED[kind]) for kind in KINDS}
+_BUILD: dict[Kind, Callable[..., TrackRequest[Any] | TrackError]] = {"lead": build_lead, "sale": build_sale}
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+_DIGITS = frozenset("0123456789")
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A row that is not delivered: invalid (`type` "validation_error": never sent), or refused when delivered
+    (`type` as in its result dict). `line`: where the row starts (None for a failed event not found in the input).
+    `error`: what is wrong, per field for invalid rows ("amount: must be ...; currency: ...")."""
+
+    line: int | None
+    type: str
+    error: str
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """Where an import stands: what `import_events` returns, and what `on_progress` receives on the way.
+
+    `state`: "reading" (the shape of the input), "checking" (every row, for `strict` or `dry_run`), "queueing",
+    "delivering", then "done", "interrupted" (`stop` was set), "paused" (the API refused the token: 401/403) or
+    "stopped" (the outbox could not store a row: `error` says why). `rows`: the input's data rows (while
+    "reading", those read so far; None while unknown).
+    `queued`: rows this run added to the outbox; `duplicates`: rows the outbox already had (queued by an earlier
+    run, or repeated in the input); `invalid`: rows skipped (or, with `strict`/`dry_run`, found) invalid.
+    `delivered`: events delivered while this run waited; `failed` and `pending`: the outbox's failed and
+    undelivered events (an outbox of its own per input makes these the input's). `problems`: the first 50 invalid
+    or failed rows.
+    """
+
+    state: State
+    rows: int | None
+    checked: int
+    queued: int
+    duplicates: int
+    invalid: int
+    delivered: int
+    failed: int
+    pending: int
+    problems: tuple[RowProblem, ...]
+    error: str | None = None
+
+
+def import_events(
+    source: str | os.PathLike[str] | Iterable[Mapping[str, Any]],
+    outbox: Outbox | str | os.PathLike[str] | None = None,
+    *,
+    kind: Kind | None = None,
+    format: Format | None = None,
+    client: CMSClient | None = None,
+    rate_limit: float | None = 60,
+    strict: bool = False,
+    dry_run: bool = False,
+    errors: str | os.PathLike[str] | None = None,
+    on_progress: Callable[[ImportSummary], None] | None = None,
+    stop: threading.Event | None = None,
+) -> ImportSummary:
+    """Import past leads and sales: check every row, queue the valid ones in a durable outbox, wait for delivery.
+
+    Args:
+        source: a CSV file (a header row) or JSON Lines file (one object per line), or an iterable of mappings.
+            Columns (keys) are `track_lead` / `track_sale`'s keyword arguments, snake_case or the API's camelCase,
+            plus `kind` ("lead" or "sale"). In files, amounts are integer cents and timestamps ISO 8601 with an
+            offset; empty cells and nulls are absent values.
+        outbox: an `Outbox` to queue in (left open), or the path of one to open and close (default: the input's
+            path plus `.cms-outbox`; required for mappings). It is opened only when there is something to send.
+        kind: the kind of rows that do not say (no `kind` column or an empty one).
+        format: "csv" or "jsonl"; by default the file name's suffix (.csv, .jsonl, .ndjson) says.
+        client, rate_limit: for an outbox opened from a path: the `CMSClient` to deliver through (default: one
+            from `CMS_BEARER_TOKEN` / `CMS_HOST`) and the requests per minute (None: no pacing).
+        strict: check every row first; if any is invalid, queue nothing.
+        dry_run: check every row, queue nothing.
+        errors: write the invalid and failed rows to this CSV file (`line`, `type`, `error` columns).
+        on_progress: called with the summary so far, a few times a second.
+        stop: set it (from a signal handler, another thread) to stop between two rows: what was queued stays
+            in the outbox, and importing again resumes (nothing is queued twice).
+
+    Each row's idempotency key is derived from its content (its kind and the canonical JSON of its fields), or is
+    its `idempotency_key` column. Returns the final `ImportSummary`. Raises `MalformedInputError` (a
+    `ValueError`) for input that cannot be imported as a whole, before anything is queued when the input can be
+    read twice (a file, a list); `ValueError` for bad arguments; `OSError` if the file cannot be read.
+    """
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be 'lead', 'sale' or None, not {kind!r}")
+    input_ = _Input(source, kind, format)
+    if strict and not input_.rereadable:
+        raise ValueError("strict=True reads the rows twice: pass a list or a file, not an iterator")
+    if outbox is None and not dry_run:
+        if input_.path is None:
+            raise ValueError("pass outbox= (an Outbox or a path) to import rows that are not a file")
+        outbox = os.fspath(input_.path) + OUTBOX_SUFFIX
+    run = _Run(input_, kind, on_progress, stop or threading.Event())
+    cleanup = ExitStack()
+    try:
+        if errors is not None:
+            run.errors = cleanup.enter_context(_ErrorsFile(errors))
+        if dry_run:
+            return run.finish("done" if run.check() else "interrupted")
+        assert outbox is not None
+        return run.send(outbox, client, rate_limit, strict=strict, cleanup=cleanup)
+    finally:
+        cleanup.close()
+
+
+class _Input:
+    """Where the rows come from, and whether they can be read more than once."""
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | Iterable[Mapping[str, Any]],
+        kind: Kind | None,
+        format: Format | None,
+    ) -> None:
+        self.kind = kind
+        self.path: str | os.PathLike[str] | None = None
+        self.mappings: Iterable[Mapping[str, Any]] = ()
+        if isinstance(source, str | os.PathLike):
+            self.path = source
+            self.format = format_of(source, format)
+            self.rereadable = True
+        elif isinstance(source, Iterable) and not isinstance(source, bytes | Mapping):
+            self.mappings = source
+            self.rereadable = not isinstance(source, Iterator)
+        else:
+            raise TypeError(f"source must be a path or an iterable of mappings, not {type(source).__name__}")
+
+    def rows(self) -> Iterator[Row]:
+        if self.path is not None:
+            return read_file(self.path, self.format, self.kind)
+        return read_mappings(self.mappings)
+
+
+class _Run:
+    """One call of `import_events`: its counters, and the passes over the input."""
+
+    def __init__(
+        self,
+        input_: _Input,
+        kind: Kind | None,
+        on_progress: Callable[[ImportSummary], None] | None,
+        stop: threading.Event,
+    ) -> None:
+        self.input = input_
+        self.kind = kind
+        self.on_progress = on_progress
+        self.stop = stop
+        self.errors: _ErrorsFile | None = None
+        self.outbox: Outbox | None = None
+        self.state: State = "reading"
+        self.rows: int | None = None
+        self.checked = self.queued = self.duplicates = self.invalid = 0
+        self.delivered = self.failed = self.pending = 0
+        self.delivered_before = 0
+        self.problems: list[RowProblem] = []
+        self.error: str | None = None
+        self.last_progress = 0.0
+
+    # -- the passes --------------------------------------------------------------------------------------------
+
+    def check(self) -> bool:
+        """Check every row (dry run, or before a strict import); False if stopped before the end."""
+        self.state = "checking"
+        for line, values, text in self.input.rows():
+            if self.stop.is_set():
+                return False
+            prepared = self.prepare(values, text)
+            if isinstance(prepared, dict):
+                self.reject(line, prepared)
+            else:
+                result = _BUILD[prepared[0]](**prepared[1])
+                if isinstance(result, dict):
+                    self.reject(line, result["details"] or {})
+            self.checked += 1
+            self.tick()
+        self.rows = self.checked
+        return True
+
+    def send(
+        self,
+        outbox: Outbox | str | os.PathLike[str],
+        client: CMSClient | None,
+        rate_limit: float | None,
+        *,
+        strict: bool,
+        cleanup: ExitStack,
+    ) -> ImportSummary:
+        if strict:
+            if not self.check():
+                return self.finish("interrupted")
+            if self.invalid:
+                return self.finish("done")
+        elif self.input.rereadable:
+            # The shape of the whole input first: a malformed line found halfway must not leave half of it queued.
+            self.rows = self.count_rows()
+            if self.rows is None:
+                return self.finish("interrupted")
+        self.outbox = self.open(outbox, client, rate_limit, cleanup)
+        stats = self.outbox.stats()
+        self.delivered_before, self.failed, self.pending = stats["delivered"], stats["failed"], stats["pending"]
+        self.state = "queueing"
+        if not self.queue_rows():
+            return self.finish(self.state)
+        self.state = "delivering"
+        self.deliver()
+        if self.state == "delivering":
+            self.state = "done"
+        self.refresh()
+        if self.errors is not None and self.failed:
+            self.errors.write_failed(self.outbox, self.lines_of if self.input.rereadable else None)
+        return self.finish(self.state)
+
+    def count_rows(self) -> int | None:
+        """Read the input through, checking its shape only; the number of rows, or None if stopped."""
+        self.rows = 0
+        for _ in self.input.rows():
+            if self.stop.is_set():
+                return None
+            self.rows += 1
+            self.tick()
+        return self.rows
+
+    def open(
+        self,
+        outbox: Outbox | str | os.PathLike[str],
+        client: CMSClient | None,
+        rate_limit: float | None,
+        cleanup: ExitStack,
+    ) -> Outbox:
+        from ._outbox import Outbox  # noqa: PLC0415 - sqlite3 and the outbox only when importing
+
+        if isinstance(outbox, Outbox):
+            return outbox
+        opened = Outbox(outbox, client=client, rate_limit=rate_limit)
+        # After an interruption, what is left stays in the file for the next run: do not wait for it here.
+        cleanup.callback(lambda: opened.close(timeout=0 if self.state != "done" else None))
+        return opened
+
+    def queue_rows(self) -> bool:
+        """Queue every valid row; False when stopped before the end (`state` says why)."""
+        assert self.outbox is not None
+        enqueue = {"lead": self.outbox.track_lead, "sale": self.outbox.track_sale}
+        checked = 0
+        for line, values, text in self.input.rows():
+            if self.stop.is_set():
+                self.state = "interrupted"
+                return False
+            prepared = self.prepare(values, text)
+            if isinstance(prepared, dict):
+                self.reject(line, prepared)
+            else:
+                row_kind, arguments = prepared
+                if "idempotency_key" not in arguments:
+                    arguments["idempotency_key"] = row_key(row_kind, arguments)
+                result = enqueue[row_kind](**arguments)
+                while not result["success"] and result["type"] == "outbox_full" and not self.stop.is_set():
+                    self.tick(force=True)  # wait for deliveries to make room
+                    time.sleep(1.0)
+                    result = enqueue[row_kind](**arguments)
+                if not self.count(line, result):
+                    return False
+            checked += 1
+            self.checked = max(self.checked, checked)
+            self.tick()
+        if self.rows is None:
+            self.rows = checked
+        return True
+
+    def count(self, line: int, result: TrackResult) -> bool:
+        if result["success"]:
+            if result["data"]["duplicate"]:
+                self.duplicates += 1
+            else:
+                self.queued += 1
+            return True
+        if result["type"] == "outbox_full":  # only when stopped while waiting for room
+            self.state = "interrupted"
+            return False
+        if result["type"] == "storage_error":
+            self.state, self.error = "stopped", result["error"]
+            return False
+        self.reject(line, result["details"] or {}, result)
+        return True
+
+    def deliver(self) -> None:
+        assert self.outbox is not None
+        while not self.outbox.flush(timeout=PROGRESS_INTERVAL):
+            if self.stop.is_set():
+                self.state = "interrupted"
+                return
+            if self.outbox.stats()["paused"]:
+                self.state = "paused"
+                self.error = "the API refused the token (401/403): delivery is paused"
+                return
+            self.tick(force=True)
+
+    def lines_of(self, keys: set[str]) -> dict[str, int]:
+        """The line of each row whose idempotency key is in `keys` (the input read again)."""
+        lines: dict[str, int] = {}
+        for line, values, text in self.input.rows():
+            prepared = self.prepare(values, text)
+            if not isinstance(prepared, dict):
+                row_kind, arguments = prepared
+                key = arguments.get("idempotency_key") or row_key(row_kind, arguments)
+                if key in keys:
+                    lines.setdefault(key, line)
+        return lines
+
+    # -- one row -----------------------------------------------------------------------------------------------
+
+    def prepare(self, values: dict[str, Any], text: bool) -> tuple[Kind, dict[str, Any]] | dict[str, str]:
+        """The row's kind and `track_*` keyword arguments, or its problems by field."""
+        row_kind = values.pop("kind", self.kind)
+        if row_kind not in KINDS:
+            reason = "is required: no kind column value and no kind for the whole input"
+            return {"kind": reason if row_kind is None else f'must be "lead" or "sale", got {row_kind!r}'}
+        problems: dict[str, str] = {}
+        if text and "amount" in values:
+            amount = values["amount"]
+            digits = amount.removeprefix("-")
+            if digits and _DIGITS.issuperset(digits):
+                values["amount"] = int(amount)
+            else:
+                problems["amount"] = f"must be a whole number of cents (4999 for 49.99), got {amount!r}"
+        timestamp = values.get("timestamp")
+        if isinstance(timestamp, str):
+            parsed = _parse_timestamp(timestamp)
+            if isinstance(parsed, datetime):
+                values["timestamp"] = parsed
+            else:
+                problems["timestamp"] = parsed
+        fields = _FIELD_SETS[row_kind]
+        if not problems and values.keys() <= fields and _REQUIRED_SETS[row_kind] <= values.keys():
+            return row_kind, values
+        for name in values.keys() - fields:
+            problems[name] = f"is not a field of a {row_kind}"
+        for name in REQUIRED[row_kind]:
+            if name not in values:
+                problems[name] = "is required"
+        # The SDK's own checks on everything else, so the row's report is complete.
+        arguments = {name: values.get(name) for name in FIELDS[row_kind] if name in values or name in problems}
+        result = _BUILD[row_kind](**arguments)
+        found = dict(result["details"] or {}) if isinstance(result, dict) else {}
+        return found | problems
+
+    def reject(self, line: int, problems: Mapping[str, str], result: TrackError | None = None) -> None:
+        self.invalid += 1
+        detail = "; ".join(f"{name}: {reason}" for name, reason in problems.items())
+        problem = RowProblem(line, "validation_error", detail or "invalid")
+        if result is not None and result["type"] != "validation_error":
+            problem = RowProblem(line, result["type"], result["error"])
+        if len(self.problems) < KEPT_PROBLEMS:
+            self.problems.append(problem)
+        if self.errors is not None:
+            self.errors.write(problem)
+
+    # -- progress ----------------------------------------------------------------------------------------------
+
+    def tick(self, *, force: bool = False) -> None:
+        """Call `on_progress` if it is time (or `force`), with fresh counts from the outbox."""
+        if self.on_progress is None:
+            return
+        now = time.monotonic()
+        if force or now - self.last_progress >= PROGRESS_INTERVAL:
+            self.last_progress = now
+            self.refresh()
+            self.on_progress(self.summary())
+
+    def refresh(self) -> None:
+        if self.outbox is not None:
+            stats = self.outbox.stats()
+            self.delivered = stats["delivered"] - self.delivered_before
+            self.failed, self.pending = stats["failed"], stats["pending"]
+
+    def finish(self, state: State) -> ImportSummary:
+        self.state = state
+        self.refresh()
+        summary = self.summary()
+        if self.on_progress is not None:
+            self.on_progress(summary)
+        return summary
+
+    def summary(self) -> ImportSummary:
+        return ImportSummary(
+            state=self.state,
+            rows=self.rows,
+            checked=self.checked,
+            queued=self.queued,
+            duplicates=self.duplicates,
+            invalid=self.invalid,
+            delivered=self.delivered,
+            failed=self.failed,
+            pending=self.pending,
+            problems=tuple(self.problems),
+            error=self.error,
+        )
+
+
+def row_key(kind: Kind, arguments: Mapping[str, Any]) -> str:
+    """The idempotency key of a row: a hash of its kind and the canonical JSON of its fields."""
+    fields = {name: value.isoformat() if isinstance(value, datetime) else value for name, value in arguments.items()}
+    content = f"{kind}\n{_CANONICAL.encode(fields)}".encode(errors="surrogatepass")
+    return KEY_PREFIX + hashlib.sha256(content).hexdigest()
+
+
+def _parse_timestamp(text: str) -> datetime | str:
+    """The moment `text` names (ISO 8601 with an offset), or what is wrong with it."""
+    try:
+        # Before Python 3.11, fromisoformat reads only what isoformat writes (no "Z"): the common forms, fast.
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        from dateutil.parser import isoparse  # noqa: PLC0415 - the rarer ISO 8601 forms only
+
+        try:
+            moment = isoparse(text)
+        except (ValueError, OverflowError):
+            return f"must be an ISO 8601 date-time with a UTC offset, like 2024-05-01T12:00:00+02:00, got {text!r}"
+    if moment.tzinfo is None:
+        written = moment.isoformat()
+        return f"has no UTC offset: add one, e.g. {written}Z or {written}+02:00"
+    return moment
+
+
+class _ErrorsFile:
+    """The `errors` CSV: one line per invalid or failed row (`line`, `type`, `error`)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.file = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed by __exit__
+        self.writer = csv.writer(self.file)
+        self.writer.writerow(["line", "type", "error"])
+
+    def __enter__(self) -> _ErrorsFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.file.close()
+
+    def write(self, problem: RowProblem) -> None:
+        self.writer.writerow(["" if problem.line is None else problem.line, problem.type, problem.error])
+
+    def write_failed(self, outbox: Outbox, lines_of: Callable[[set[str]], dict[str, int]] | None) -> None:
+        failed = outbox.failed()
+        lines = lines_of({event.idempotency_key for event in failed}) if lines_of is not None else {}
+        for event in failed:
+            result = event.result
+            self.write(RowProblem(lines.get(event.idempotency_key), result["type"], result["error"]))
