@@ -271,7 +271,7 @@ class _Progress:
         self.rate_limit = rate_limit
         self.sending = sending
         self.printed = 0
-        self.delivering_since: float | None = None
+        self.started: float | None = None
 
     def problems(self, summary: ImportSummary) -> list[str]:
         """The problems not shown yet, as lines."""
@@ -279,76 +279,96 @@ class _Progress:
         self.printed = len(summary.problems)
         return [_problem(problem) for problem in new]
 
-    def counts(self, summary: ImportSummary) -> str:
+    def counts(self, summary: ImportSummary, *, without: tuple[str, ...] = ()) -> str:
+        """The counts for `summary`'s state, most telling first (a narrow terminal cuts the end off); `without`:
+        the one the bar already shows."""
         rows = f"{summary.rows:,}" if summary.rows is not None else "?"
+        checked = f"{summary.checked:,}/{rows} checked"
         if summary.state == "reading":
-            return f"read {rows} rows"
-        sending = self.sending and summary.state != "checking"
-        parts = [f"checked {summary.checked:,}/{rows}"]
-        if sending:
-            parts += [f"queued {summary.queued:,}", f"already queued {summary.duplicates:,}"]
-        parts.append(f"invalid {summary.invalid:,}")
-        if sending:
-            parts += [f"delivered {summary.delivered:,}", f"failed {summary.failed:,}", f"pending {summary.pending:,}"]
-            parts += [self.rate(summary), f"ETA {self.eta(summary)}"]
-        return " · ".join(parts)
+            parts = {"read": f"{rows} rows read"}
+        elif not self.sending or summary.state == "checking":
+            parts = {"checked": checked, "invalid": f"{summary.invalid:,} invalid"}
+        else:
+            parts = {
+                "eta": f"ETA {self.eta(summary)}",
+                "rate": self.rate(summary),
+                "delivered": f"{summary.delivered:,} delivered",
+                "failed": f"{summary.failed:,} failed",
+                "pending": f"{summary.pending:,} pending",
+                "checked": checked,
+                "queued": f"{summary.queued:,} queued",
+                "duplicates": f"{summary.duplicates:,} already queued",
+                "invalid": f"{summary.invalid:,} invalid",
+            }
+        return " · ".join(text for name, text in parts.items() if name not in without)
 
     def rate(self, summary: ImportSummary) -> str:
+        """Deliveries per minute since queueing began."""
         now = time.monotonic()
-        if self.delivering_since is None:
-            self.delivering_since = now
-        elapsed = now - self.delivering_since
+        if self.started is None:
+            self.started = now
+        elapsed = now - self.started
         per_minute = summary.delivered * 60 / elapsed if elapsed > 0 else 0.0
-        return f"{per_minute:,.1f}/min"
+        return f"{per_minute:,.0f}/min" if per_minute >= 100 else f"{per_minute:.1f}/min"
 
     def eta(self, summary: ImportSummary) -> str:
-        """When the pending events will be delivered: at the rate limit, or without one at the rate seen."""
-        waiting = summary.pending
+        """When the pending events and the rows still to read will be delivered: at the rate limit, or without one
+        at the rate seen so far."""
+        waiting = summary.pending + max((summary.rows or 0) - summary.checked, 0)
         if not waiting:
             return "0:00:00"
         if self.rate_limit is not None:
             return _clock(waiting * 60 / self.rate_limit)
-        assert self.delivering_since is not None
-        elapsed = time.monotonic() - self.delivering_since
+        elapsed = time.monotonic() - (self.started or time.monotonic())
         if not summary.delivered or elapsed <= 0:
             return "?"
         return _clock(waiting * elapsed / summary.delivered)
 
 
 class _Bar(_Progress):
-    """A tqdm bar: rows checked while reading, then events delivered out of those to deliver."""
+    """A tqdm bar over the rows read, then checked, then the events delivered; the counts beside it."""
 
     def __init__(self, tqdm: Any, out: TextIO, name: str, rate_limit: float | None, *, sending: bool) -> None:
         super().__init__(out, name, rate_limit, sending=sending)
         self.tqdm = tqdm
-        self.bar = tqdm(
-            total=0,
-            file=out,
-            dynamic_ncols=True,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {postfix}",
-            desc=f"{name}: starting",
-        )
-        self.closed = False
+        self.bar: Any = None
 
     def update(self, summary: ImportSummary) -> None:
         for line in self.problems(summary):
             self.tqdm.write(line, file=self.out)
-        if summary.state in ("reading", "checking", "queueing"):
-            total, done = summary.rows or 0, summary.checked
-            if summary.state == "reading":
-                total = done = summary.rows or 0
+        delivering = self.sending and summary.state not in ("reading", "checking", "queueing")
+        shown: tuple[str, ...]
+        if summary.state == "reading":
+            done, total, unit, shown = summary.rows or 0, None, "rows read", ("read",)
+        elif delivering and summary.delivered + summary.pending:
+            total = summary.delivered + summary.pending
+            done, unit, shown = summary.delivered, "delivered", ("delivered", "pending")
         else:
-            done = summary.delivered + summary.failed
-            total = done + summary.pending
-        self.bar.total, self.bar.n = max(total, done), done
-        self.bar.set_description_str(f"{self.name}: {summary.state}", refresh=False)
-        self.bar.set_postfix_str(self.counts(summary), refresh=False)
+            done, total, unit, shown = summary.checked, summary.rows, "rows checked", ("checked",)
+        # Zero counts of what is unusual (repeated rows, invalid ones) would only crowd the line.
+        hidden = shown + tuple(name for name in ("duplicates", "invalid") if not getattr(summary, name))
+        counts = self.counts(summary, without=hidden)
+        if self.bar is None:
+            self.bar = self.tqdm(
+                file=self.out,
+                dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit}{postfix}",
+                total=total,
+                initial=done,
+                desc=summary.state,
+                unit=unit,
+                postfix=counts,
+            )
+            return
+        self.bar.n, self.bar.total, self.bar.unit = done, total, unit
+        self.bar.set_description_str(summary.state, refresh=False)
+        self.bar.set_postfix_str(counts, refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
+        if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 class _Lines(_Progress):

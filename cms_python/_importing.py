@@ -147,6 +147,10 @@ def import_events(
     try:
         if errors is not None:
             run.errors = cleanup.enter_context(_ErrorsFile(errors))
+        # The shape of the whole input first (and its row count, for progress): a malformed line found halfway
+        # must not leave half of the input queued.
+        if input_.rereadable and run.count_rows() is None:
+            return run.finish("interrupted")
         if dry_run:
             return run.finish("done" if run.check() else "interrupted")
         assert outbox is not None
@@ -212,7 +216,7 @@ class _Run:
 
     def check(self) -> bool:
         """Check every row (dry run, or before a strict import); False if stopped before the end."""
-        self.state = "checking"
+        self.enter("checking")
         for line, values, text in self.input.rows():
             if self.stop.is_set():
                 return False
@@ -242,18 +246,13 @@ class _Run:
                 return self.finish("interrupted")
             if self.invalid:
                 return self.finish("done")
-        elif self.input.rereadable:
-            # The shape of the whole input first: a malformed line found halfway must not leave half of it queued.
-            self.rows = self.count_rows()
-            if self.rows is None:
-                return self.finish("interrupted")
         self.outbox = self.open(outbox, client, rate_limit, cleanup)
         stats = self.outbox.stats()
         self.delivered_before, self.failed, self.pending = stats["delivered"], stats["failed"], stats["pending"]
-        self.state = "queueing"
+        self.enter("queueing")
         if not self.queue_rows():
             return self.finish(self.state)
-        self.state = "delivering"
+        self.enter("delivering")
         self.deliver()
         if self.state == "delivering":
             self.state = "done"
@@ -265,6 +264,7 @@ class _Run:
     def count_rows(self) -> int | None:
         """Read the input through, checking its shape only; the number of rows, or None if stopped."""
         self.rows = 0
+        self.enter("reading")
         for _ in self.input.rows():
             if self.stop.is_set():
                 return None
@@ -407,6 +407,11 @@ class _Run:
             self.errors.write(problem)
 
     # -- progress ----------------------------------------------------------------------------------------------
+
+    def enter(self, state: State) -> None:
+        """Move on to the next step, and say so."""
+        self.state = state
+        self.tick(force=True)
 
     def tick(self, *, force: bool = False) -> None:
         """Call `on_progress` if it is time (or `force`), with fresh counts from the outbox."""
