@@ -192,7 +192,8 @@ def _report(summary: ImportSummary, args: argparse.Namespace, outbox: str, rate_
             return INTERRUPTED
         valid = summary.checked - summary.invalid
         if rate_limit is not None and valid:
-            print(f"At {rate_limit:g} requests a minute, sending {valid:,} rows takes {_duration(valid, rate_limit)}.")
+            rows = f"{valid:,} row" + ("s" if valid > 1 else "")
+            print(f"At {rate_limit:g} requests a minute, sending {rows} takes {_duration(valid, rate_limit)}.")
         print("Nothing was sent (--dry-run).")
         return 1 if summary.invalid else 0
     if args.strict and summary.invalid and not summary.queued and summary.state == "done":

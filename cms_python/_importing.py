@@ -51,7 +51,13 @@ KEY_PREFIX = "import-"
 _FIELD_SETS = {kind: frozenset(FIELDS[kind]) for kind in KINDS}
 _REQUIRED_SETS = {kind: frozenset(REQUIRED[kind]) for kind in KINDS}
 _BUILD: dict[Kind, Callable[..., TrackRequest[Any] | TrackError]] = {"lead": build_lead, "sale": build_sale}
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+# A timestamp as `isoformat()` writes it; any other value not JSON's (only in rows that will prove invalid) as repr.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    default=lambda value: value.isoformat() if isinstance(value, datetime) else repr(value),
+)
 _DIGITS = frozenset("0123456789")
 
 
@@ -455,8 +461,7 @@ class _Run:
 
 def row_key(kind: Kind, arguments: Mapping[str, Any]) -> str:
     """The idempotency key of a row: a hash of its kind and the canonical JSON of its fields."""
-    fields = {name: value.isoformat() if isinstance(value, datetime) else value for name, value in arguments.items()}
-    content = f"{kind}\n{_CANONICAL.encode(fields)}".encode(errors="surrogatepass")
+    content = f"{kind}\n{_CANONICAL.encode(arguments)}".encode(errors="surrogatepass")
     return KEY_PREFIX + hashlib.sha256(content).hexdigest()
 
 

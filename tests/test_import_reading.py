@@ -73,7 +73,7 @@ def test_camel_case_columns_are_the_api_fields(tmp_path, capsys):
     result = run(capsys, str(path), "--kind", "sale", "--dry-run")
     assert (result.status, result.err) == (0, "")
     assert "Checked 1 of 1 rows: 0 invalid." in result.out
-    assert "At 60 requests a minute, sending 1 rows takes 1 s." in result.out
+    assert "At 60 requests a minute, sending 1 row takes 1 s." in result.out
 
 
 def test_every_row_goes_through_the_sdk_checks(tmp_path):
@@ -275,7 +275,7 @@ def test_a_pipe_gets_plain_progress_lines(tmp_path, capsys):
     path = write(tmp_path, "orders.csv", HEADER + GOOD_LEAD)
     result = run(capsys, str(path), "--dry-run")
     assert "\r" not in result.out
-    assert "orders.csv: done: checked 1/1 · invalid 0" in result.out
+    assert "orders.csv: done: 1/1 checked · 0 invalid" in result.out
 
 
 # -- the Python API ----------------------------------------------------------------------------------------------
