@@ -125,6 +125,13 @@ def test_json_lines_rows_are_typed_and_numbered_by_line(tmp_path):
     assert summary.problems[0].error == "amount: must be an int number of cents, got str"
 
 
+def test_json_lines_with_a_bom_and_crlf(tmp_path):
+    line = '{"event_name": "signup", "customer_external_id": "u1", "click_id": "c"}\r\n'
+    path = write(tmp_path, "events.jsonl", "\ufeff" + line * 2)
+    summary = import_events(path, kind="lead", dry_run=True)
+    assert (summary.rows, summary.invalid) == (2, 0)
+
+
 def test_standard_input_with_format(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO((HEADER + GOOD_LEAD + GOOD_SALE).encode())))
     result = run(capsys, "-", "--format", "csv", "--dry-run")
