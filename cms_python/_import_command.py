@@ -126,6 +126,10 @@ def _import(args: argparse.Namespace) -> int:
         display.close()
         print(f"cms import: {name}, {exc}", file=sys.stderr)
         return 2
+    except (OSError, ValueError) as exc:  # a file that cannot be read or written; an outbox file that is not one
+        display.close()
+        print(f"cms import: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         display.close()
         print(f"Stopped at once. What was queued stays in {outbox}: run the same command again to resume.")

@@ -193,6 +193,15 @@ def test_a_refused_token_stops_the_import_with_what_to_do(served, tmp_path, caps
     assert served.sandbox.leads == []
 
 
+def test_an_outbox_file_that_is_not_one_is_a_usage_error(served, tmp_path, capsys):
+    path = write_orders(tmp_path / "orders.csv", 2)
+    Path(f"{path}.cms-outbox").write_bytes(b"not an outbox, and someone's data")
+    result = run_cli(capsys, str(path), "--rate-limit", "0", "--token", "import-token", "--host", served.url)
+    assert result.status == 2
+    assert f"{path}.cms-outbox" in result.err
+    assert served.sandbox.requests == []
+
+
 def test_standard_input_into_the_given_outbox(served, tmp_path, capsys, monkeypatch):
     source = write_orders(tmp_path / "orders.csv", 4).read_bytes()
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(source)))

@@ -239,6 +239,13 @@ def test_a_missing_file_is_a_usage_error(tmp_path, capsys):
     assert (result.status, "no such file" in result.err) == (2, True)
 
 
+def test_an_errors_file_that_cannot_be_written_is_a_usage_error(tmp_path, capsys):
+    path = write(tmp_path, "orders.csv", HEADER + GOOD_LEAD)
+    result = run(capsys, str(path), "--dry-run", "--errors", str(tmp_path / "no-such-folder" / "errors.csv"))
+    assert result.status == 2
+    assert "cms import: [Errno 2] No such file or directory" in result.err
+
+
 def test_sending_needs_a_token_and_checks_it_before_reading(tmp_path, capsys):
     path = write(tmp_path, "orders.csv", HEADER + GOOD_LEAD)
     result = run(capsys, str(path))
