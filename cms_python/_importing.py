@@ -32,11 +32,11 @@ from ._import_rows import (
 )
 from ._operations import TrackRequest
 from ._requests import build_lead, build_sale
-from ._types import TrackError, TrackResult
+from ._types import TrackError
 
 if TYPE_CHECKING:
     from ._client import CMSClient
-    from ._outbox import Outbox
+    from ._outbox import Outbox, OutboxResult
 
 __all__ = ["ImportSummary", "MalformedInputError", "RowProblem", "import_events"]
 
@@ -297,7 +297,10 @@ class _Run:
     def queue_rows(self) -> bool:
         """Queue every valid row; False when stopped before the end (`state` says why)."""
         assert self.outbox is not None
-        enqueue = {"lead": self.outbox.track_lead, "sale": self.outbox.track_sale}
+        enqueue: dict[Kind, Callable[..., OutboxResult]] = {
+            "lead": self.outbox.track_lead,
+            "sale": self.outbox.track_sale,
+        }
         checked = 0
         for line, values, text in self.input.rows():
             if self.stop.is_set():
@@ -324,7 +327,7 @@ class _Run:
             self.rows = checked
         return True
 
-    def count(self, line: int, result: TrackResult) -> bool:
+    def count(self, line: int, result: OutboxResult) -> bool:
         if result["success"]:
             if result["data"]["duplicate"]:
                 self.duplicates += 1

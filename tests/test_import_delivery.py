@@ -18,7 +18,6 @@ import sys
 import termios
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -248,7 +247,6 @@ def test_interrupted_then_the_same_command_again_records_each_row_once(served, t
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"{rows} rows: 0 queued, {rows} already queued by an earlier run" in second.stdout
     assert_each_row_recorded_once(served.sandbox, rows)
-    assert Counter(request.status for request in served.sandbox.requests) == {200: len(served.sandbox.requests)}
 
 
 def run_in_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
