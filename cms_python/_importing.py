@@ -10,12 +10,15 @@ import csv
 import hashlib
 import json
 import os
+import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from ._import_rows import (
@@ -40,9 +43,13 @@ if TYPE_CHECKING:
 
 __all__ = ["ImportSummary", "MalformedInputError", "RowProblem", "import_events"]
 
+#: A row ready to queue: its kind and `track_*` keyword arguments; or its problems by field.
+Prepared: TypeAlias = "tuple[Kind, dict[str, Any]] | dict[str, str]"
 State: TypeAlias = Literal["reading", "checking", "queueing", "delivering", "done", "interrupted", "paused", "stopped"]
 #: How many problems a summary keeps (all of them go to the `errors` file).
 KEPT_PROBLEMS = 50
+#: Rows queued per outbox transaction: one commit for many rows, a short wait for the delivery thread.
+BATCH = 256
 #: How often `on_progress` is called, in seconds.
 PROGRESS_INTERVAL = 0.25
 OUTBOX_SUFFIX = ".cms-outbox"
@@ -295,52 +302,62 @@ class _Run:
         return opened
 
     def queue_rows(self) -> bool:
-        """Queue every valid row; False when stopped before the end (`state` says why)."""
+        """Queue every valid row, `BATCH` rows a transaction; False when stopped before the end (`state` says why)."""
         assert self.outbox is not None
         enqueue: dict[Kind, Callable[..., OutboxResult]] = {
             "lead": self.outbox.track_lead,
             "sale": self.outbox.track_sale,
         }
+        rows = self.input.rows()
+        waiting: deque[tuple[int, Prepared]] = deque()
         checked = 0
-        for line, values, text in self.input.rows():
-            if self.stop.is_set():
-                self.state = "interrupted"
+        while not self.stop.is_set():
+            if not waiting:
+                # Read and checked outside the transaction: delivery waits while one is open.
+                waiting.extend((line, keyed(self.prepare(values, text))) for line, values, text in islice(rows, BATCH))
+                if not waiting:
+                    if self.rows is None:
+                        self.rows = checked
+                    return True
+            done: list[tuple[int, Prepared, OutboxResult | None]] = []
+            try:
+                with self.outbox._batch():
+                    while waiting:
+                        line, prepared = waiting[0]
+                        result = None if isinstance(prepared, dict) else enqueue[prepared[0]](**prepared[1])
+                        if result is not None and not result["success"] and result["type"] == "outbox_full":
+                            break  # retried once deliveries made room
+                        done.append((*waiting.popleft(), result))
+                        if result is not None and not result["success"] and result["type"] == "storage_error":
+                            break
+            except sqlite3.Error as exc:  # the commit failed: none of the batch is stored
+                self.state, self.error = "stopped", f"The rows could not be stored in the outbox: {exc}"
                 return False
-            prepared = self.prepare(values, text)
-            if isinstance(prepared, dict):
-                self.reject(line, prepared)
-            else:
-                row_kind, arguments = prepared
-                if "idempotency_key" not in arguments:
-                    arguments["idempotency_key"] = row_key(row_kind, arguments)
-                result = enqueue[row_kind](**arguments)
-                while not result["success"] and result["type"] == "outbox_full" and not self.stop.is_set():
-                    self.tick(force=True)  # wait for deliveries to make room
-                    time.sleep(1.0)
-                    result = enqueue[row_kind](**arguments)
-                if not self.count(line, result):
+            for line, prepared, result in done:
+                if isinstance(prepared, dict):
+                    self.reject(line, prepared)
+                elif result is not None and not self.settle(line, result):
                     return False
-            checked += 1
+            checked += len(done)
             self.checked = max(self.checked, checked)
-            self.tick()
-        if self.rows is None:
-            self.rows = checked
-        return True
+            self.tick(force=bool(waiting))
+            if waiting:  # the outbox is full (max_pending): deliveries make room
+                self.stop.wait(1.0)
+        self.state = "interrupted"
+        return False
 
-    def count(self, line: int, result: OutboxResult) -> bool:
+    def settle(self, line: int, result: OutboxResult) -> bool:
+        """Count the outbox's answer for a row; False if queueing must stop."""
         if result["success"]:
             if result["data"]["duplicate"]:
                 self.duplicates += 1
             else:
                 self.queued += 1
-            return True
-        if result["type"] == "outbox_full":  # only when stopped while waiting for room
-            self.state = "interrupted"
-            return False
-        if result["type"] == "storage_error":
+        elif result["type"] == "storage_error":
             self.state, self.error = "stopped", result["error"]
             return False
-        self.reject(line, result["details"] or {}, result)
+        else:
+            self.reject(line, result["details"] or {}, result)
         return True
 
     def deliver(self) -> None:
@@ -359,17 +376,14 @@ class _Run:
         """The line of each row whose idempotency key is in `keys` (the input read again)."""
         lines: dict[str, int] = {}
         for line, values, text in self.input.rows():
-            prepared = self.prepare(values, text)
-            if not isinstance(prepared, dict):
-                row_kind, arguments = prepared
-                key = arguments.get("idempotency_key") or row_key(row_kind, arguments)
-                if key in keys:
-                    lines.setdefault(key, line)
+            prepared = keyed(self.prepare(values, text))
+            if not isinstance(prepared, dict) and prepared[1]["idempotency_key"] in keys:
+                lines.setdefault(prepared[1]["idempotency_key"], line)
         return lines
 
     # -- one row -----------------------------------------------------------------------------------------------
 
-    def prepare(self, values: dict[str, Any], text: bool) -> tuple[Kind, dict[str, Any]] | dict[str, str]:
+    def prepare(self, values: dict[str, Any], text: bool) -> Prepared:
         """The row's kind and `track_*` keyword arguments, or its problems by field."""
         row_kind = values.pop("kind", self.kind)
         if row_kind not in KINDS:
@@ -460,6 +474,13 @@ class _Run:
             problems=tuple(self.problems),
             error=self.error,
         )
+
+
+def keyed(prepared: Prepared) -> Prepared:
+    """A prepared row with its idempotency key: its own `idempotency_key` column, or one from its content."""
+    if not isinstance(prepared, dict) and "idempotency_key" not in prepared[1]:
+        prepared[1]["idempotency_key"] = row_key(*prepared)
+    return prepared
 
 
 def row_key(kind: Kind, arguments: Mapping[str, Any]) -> str:

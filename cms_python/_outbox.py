@@ -12,7 +12,8 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec
 
@@ -220,6 +221,17 @@ class Outbox:
         if delivery.idle:
             delivery.wake()
         return delivery
+
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        """`track_*` calls in the block share one transaction, so one commit: for bulk work (`import_events`).
+
+        Their events are stored, and so acknowledged, only when the block ends without an exception (then a
+        failed commit raises `sqlite3.Error`); delivery waits for the block meanwhile: keep it short.
+        """
+        self._check_usable()
+        with self._store.lock, self._store.transaction():
+            yield
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 

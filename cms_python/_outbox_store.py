@@ -198,7 +198,8 @@ class Store:
 
     def __init__(self, path: str, durability: Literal["process", "power"]) -> None:
         self.path = path
-        self.lock = threading.Lock()
+        # Reentrant: `Outbox._batch` holds it around many enqueues, which take it too.
+        self.lock = threading.RLock()
         #: Held while using the delivery thread's connection: like `lock`, taken by the fork handler, so that no
         #: thread is inside SQLite then.
         self.reader_lock = threading.Lock()
@@ -521,16 +522,24 @@ class Store:
 
 
 class _Transaction:
-    __slots__ = ("_connection",)
+    """A write transaction; inside one already open (`Outbox._batch`), a savepoint in it."""
+
+    __slots__ = ("_connection", "_nested")
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
+        self._nested = False
 
     def __enter__(self) -> None:
-        self._connection.execute("BEGIN IMMEDIATE")
+        self._nested = self._connection.in_transaction
+        self._connection.execute("SAVEPOINT nested" if self._nested else "BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: object) -> None:
-        if exc_type is None:
+        if self._nested:
+            if exc_type is not None:
+                self._connection.execute("ROLLBACK TO nested")
+            self._connection.execute("RELEASE nested")
+        elif exc_type is None:
             self._connection.execute("COMMIT")
         elif self._connection.in_transaction:
             self._connection.execute("ROLLBACK")

@@ -136,6 +136,29 @@ def test_rows_as_mappings_into_an_outbox_of_your_own(tmp_path):
         ]
 
 
+def test_an_outbox_batch_stores_its_events_when_it_ends_and_none_if_it_raises(tmp_path):
+    lead = {"event_name": "signup", "customer_external_id": "u1", "click_id": "c1", "idempotency_key": "k1"}
+    with Sandbox().client() as client, Outbox(tmp_path / "queue", client=client, flush_on_exit=0) as outbox:
+
+        def fail_halfway() -> None:
+            with outbox._batch():
+                assert outbox.track_lead(**lead)["success"]
+                raise RuntimeError
+
+        with pytest.raises(RuntimeError):
+            fail_halfway()
+        assert outbox.stats()["pending"] == 0
+
+        with outbox._batch():  # a duplicate and a reused key inside a batch: answered as outside one
+            queued = outbox.track_lead(**lead)
+            again = outbox.track_lead(**lead)
+            reused = outbox.track_lead(**{**lead, "customer_external_id": "u2"})
+        assert (queued["success"], again["data"]["duplicate"]) == (True, True)
+        assert reused["type"] == "idempotency_key_reused"
+        stats = outbox.stats()
+        assert stats["pending"] + stats["delivered"] == 1
+
+
 # -- the command, in-process against a served sandbox ----------------------------------------------------------
 
 
