@@ -129,11 +129,13 @@ def import_events(
             plus `kind` ("lead" or "sale"). In files, amounts are integer cents and timestamps ISO 8601 with an
             offset; empty cells and nulls are absent values.
         outbox: an `Outbox` to queue in (left open), or the path of one to open and close (default: the input's
-            path plus `.cms-outbox`; required for mappings). It is opened only when there is something to send.
+            path plus `.cms-outbox`; required for mappings), once the input was read through (and with `strict`,
+            found valid).
         kind: the kind of rows that do not say (no `kind` column or an empty one).
         format: "csv" or "jsonl"; by default the file name's suffix (.csv, .jsonl, .ndjson) says.
         client, rate_limit: for an outbox opened from a path: the `CMSClient` to deliver through (default: one
-            from `CMS_BEARER_TOKEN` / `CMS_HOST`) and the requests per minute (None: no pacing).
+            from `CMS_BEARER_TOKEN` / `CMS_HOST`) and the requests per minute (None: no pacing). An `Outbox` of
+            your own has its own.
         strict: check every row first; if any is invalid, queue nothing.
         dry_run: check every row, queue nothing.
         errors: write the invalid and failed rows to this CSV file (`line`, `type`, `error` columns).
@@ -151,6 +153,8 @@ def import_events(
     input_ = _Input(source, kind, format)
     if strict and not input_.rereadable:
         raise ValueError("strict=True reads the rows twice: pass a list or a file, not an iterator")
+    if client is not None and outbox is not None and not isinstance(outbox, str | os.PathLike):
+        raise ValueError("client= is for an outbox opened from a path: an Outbox delivers through its own client")
     if outbox is None and not dry_run:
         if input_.path is None:
             raise ValueError("pass outbox= (an Outbox or a path) to import rows that are not a file")
@@ -292,7 +296,7 @@ class _Run:
         rate_limit: float | None,
         cleanup: ExitStack,
     ) -> Outbox:
-        from ._outbox import Outbox  # noqa: PLC0415 - sqlite3 and the outbox only when importing
+        from ._outbox import Outbox  # noqa: PLC0415 - the outbox (and its thread) only when sending
 
         if isinstance(outbox, Outbox):
             return outbox

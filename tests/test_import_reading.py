@@ -320,6 +320,8 @@ def test_api_argument_errors():
         import_events(iter([]), outbox=":memory:", kind="lead", strict=True)
     with pytest.raises(ValueError, match="pass outbox="):
         import_events([], kind="lead")
+    with pytest.raises(ValueError, match="client= is for an outbox opened from a path"):
+        import_events([], object(), kind="lead", client=object())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="source must be"):
         import_events(42, dry_run=True)  # type: ignore[arg-type]
 
