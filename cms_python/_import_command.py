@@ -204,9 +204,11 @@ def _report(summary: ImportSummary, args: argparse.Namespace, outbox: str, rate_
         print("Nothing was sent (--strict): fix the rows above and run the command again.")
         return 1
     if summary.state == "interrupted":
+        waiting = f"{summary.pending:,} queued events wait in {outbox}; nothing queued is lost"
+        if not summary.pending and not summary.queued + summary.duplicates:
+            waiting = "Nothing was queued"
         print(
-            f"Interrupted. {summary.pending:,} queued events wait in {outbox}; nothing queued is lost.\n"
-            "To resume, run the same command again: rows already queued are not queued twice."
+            f"Interrupted. {waiting}.\nTo resume, run the same command again: rows already queued are not queued twice."
         )
         return INTERRUPTED
     if summary.state in ("paused", "stopped"):

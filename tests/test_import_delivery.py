@@ -116,6 +116,20 @@ def test_stopped_while_queueing_then_run_again_queues_the_rest_once(tmp_path):
     assert_each_row_recorded_once(sandbox, 2_000)
 
 
+def test_stopped_while_reading_queues_nothing_and_opens_no_outbox(tmp_path):
+    path = write_orders(tmp_path / "orders.csv", 3_000)
+    stop = threading.Event()
+
+    def stop_while_reading(summary):
+        if summary.state == "reading":
+            stop.set()
+
+    with Sandbox().client() as client:
+        summary = import_events(path, client=client, rate_limit=None, on_progress=stop_while_reading, stop=stop)
+    assert (summary.state, summary.queued, summary.checked) == ("interrupted", 0, 0)
+    assert not Path(f"{path}.cms-outbox").exists()
+
+
 def test_rows_as_mappings_into_an_outbox_of_your_own(tmp_path):
     sandbox = Sandbox()
     rows = [
