@@ -20,6 +20,10 @@ Each round runs every contender once, in alternating order, so drift (CPU freque
   `AsyncCMSClient.track_lead` vs a default `httpx.AsyncClient.post` (the goal: >= 0.95x on every row), and the
   same default client without sniffio (its import made to fail as where it is not installed): the gain a user
   gets over what they had; with `--in-flight`, the SDK with other limits than its `MAX_IN_FLIGHT`
+- backfill: `import_events` (what `cms import` runs) on a generated CSV of 1,000,000 rows (20,000 with --quick),
+  in a fresh interpreter: rows/s read, checked and queued into an outbox file with pacing off (the outbox
+  delivering to the canned server meanwhile), the same per CPU second of the importing thread (what the work
+  costs, whatever else the machine runs), and the process's peak RSS; once per run, not per round
 - published (`--published`): the 1.0.0 client's sequential `track_lead` events/s, driven in a subprocess
   of a throwaway virtualenv (it is also called `cms_python`, so it never enters this process), both scenarios;
   the goal: the async SDK at concurrency 32 >= 3x it with 20 ms replies (with replies at once no httpx client
@@ -661,6 +665,68 @@ class Published:
         self.process.wait(timeout=10)
 
 
+# argv: the CSV file, the outbox path, the host. Prints a JSON object: rows, seconds reading / queueing, peak RSS.
+_BACKFILL_DRIVER = """
+import json, resource, sys, threading, time
+from cms_python import CMSClient, import_events
+
+path, outbox, host = sys.argv[1:4]
+marks, cpu = {}, {}
+queued = threading.Event()
+
+def progress(summary):  # called in this (the importing) thread
+    marks.setdefault(summary.state, time.perf_counter())
+    cpu.setdefault(summary.state, time.thread_time())
+    if summary.state == "delivering":  # everything is queued: the figure is taken, delivery is not measured
+        queued.set()
+
+start = time.perf_counter()
+with CMSClient("bench-token", host) as client:
+    summary = import_events(path, outbox, client=client, rate_limit=None, on_progress=progress, stop=queued)
+if summary.invalid or summary.queued != summary.rows:
+    raise SystemExit(f"unexpected summary: {summary}")
+print(json.dumps({
+    "rows": summary.rows,
+    "reading_s": marks["queueing"] - start,
+    "queueing_s": marks["delivering"] - marks["queueing"],
+    "queueing_cpu_s": cpu["delivering"] - cpu["queueing"],
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+}))
+"""
+
+
+class Backfill:
+    """`import_events` on a generated CSV of leads and sales in turn (each with a click id and a timestamp), run
+    in a fresh interpreter so that its peak RSS is the import's own."""
+
+    def __init__(self, rows: int, directory: Path, host: str) -> None:
+        self.rows = rows
+        self.directory = directory
+        self.host = host
+        self.path = directory / "backfill.csv"
+        with self.path.open("w", encoding="utf-8", newline="") as file:
+            file.write("kind,event_name,customer_external_id,click_id,invoice_id,amount,currency,timestamp\n")
+            for number in range(rows):
+                moment = f"2025-{1 + number % 12:02}-{1 + number % 28:02}T{number % 24:02}:{number % 60:02}:00Z"
+                if number % 2:
+                    file.write(f"sale,purchase_completed,user_{number},click_{number},inv_{number},4999,USD,{moment}\n")
+                else:
+                    file.write(f"lead,signup_started,user_{number},click_{number},,,,{moment}\n")
+
+    def run(self) -> dict[str, float]:
+        outbox = self.directory / "backfill.cms-outbox"
+        for leftover in self.directory.glob("backfill.cms-outbox*"):
+            leftover.unlink()
+        driver = subprocess.run(
+            [sys.executable, "-c", _BACKFILL_DRIVER, str(self.path), str(outbox), self.host],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        result: dict[str, float] = json.loads(driver.stdout)
+        return result
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Running, reporting.
 
@@ -678,12 +744,14 @@ class Settings:
     enqueue_calls: int  # outbox (and analytics SDK) enqueues per contender per round
     delivery_events: int  # events an outbox delivers per round
     analytics: bool
+    backfill_rows: int  # the generated CSV's rows for the backfill scenario
     sizes: tuple[int, ...] = ()  # `--in-flight`: the SDK also with these in-flight limits
 
 
 NO_LATENCY = "loopback, replies at once"
 ENQUEUE = "background delivery: an enqueue on the caller's thread; an outbox's delivery"
 WITH_LATENCY = f"every reply {API_LATENCY_MS} ms late (API latency scenario)"
+BACKFILL = "backfill: cms import's work, pacing off, once per run"
 IMPORTS = "fresh interpreters, taking turns"
 
 
@@ -757,6 +825,14 @@ def run(settings: Settings) -> tuple[dict[str, Measure], list[Goal], list[Goal]]
         f"Outbox delivery, rate_limit=None, {settings.delivery_events} events", "events/s", ENQUEUE
     )
     measures["sequential_calls"] = Measure("CMSClient.track_lead sequential (from µs/call)", "calls/s", ENQUEUE)
+    measures["backfill_rate"] = Measure(
+        f"import_events: {settings.backfill_rows:,} CSV rows read, checked, queued", "rows/s", BACKFILL
+    )
+    measures["backfill_cpu"] = Measure(
+        "import_events: the same per CPU second of the importing thread", "rows/s", BACKFILL
+    )
+    measures["backfill_reading"] = Measure("import_events: reading the file through first", "rows/s", BACKFILL)
+    measures["backfill_rss"] = Measure("import_events: peak RSS of the process", "MB", BACKFILL)
     imports = {
         "import_httpx": Measure("import httpx (-X importtime)", "ms", IMPORTS),
         "import_cms_python": Measure("import cms_python (-X importtime)", "ms", IMPORTS),
@@ -834,6 +910,12 @@ def run(settings: Settings) -> tuple[dict[str, Measure], list[Goal], list[Goal]]
                 measures[f"enqueue_{name}"].samples.append(statistics.median(times))
                 measures[f"enqueue_{name}_p99"].samples.append(_p99(times))
             measures["outbox_delivery"].samples.append(delivery.events_per_second())
+        print(f"backfill: {settings.backfill_rows:,} rows", file=sys.stderr, flush=True)
+        backfill = Backfill(settings.backfill_rows, directory, host).run()
+        measures["backfill_rate"].samples = [backfill["rows"] / backfill["queueing_s"]]
+        measures["backfill_cpu"].samples = [backfill["rows"] / backfill["queueing_cpu_s"]]
+        measures["backfill_reading"].samples = [backfill["rows"] / backfill["reading_s"]]
+        measures["backfill_rss"].samples = [backfill["peak_rss_mb"]]
         print("imports", file=sys.stderr, flush=True)
         times = ImportTimes(settings.import_samples, directory).sample()
 
@@ -869,6 +951,8 @@ def run(settings: Settings) -> tuple[dict[str, Measure], list[Goal], list[Goal]]
             "x",
             True,
         ),
+        Goal("import_events: rows checked and queued", median("backfill_rate"), 20_000, "rows/s", True),
+        Goal("import_events: peak RSS", median("backfill_rss"), 100, "MB", False),
     ]
     if settings.analytics:
         goals.append(
@@ -1009,12 +1093,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:  # the latency scenario shrunk to about 0.1 s a contender (a smoke check of its code path)
         settings = Settings(
-            2, 100, 200, 1, 50, args.published, 64, 5, enqueue_calls=200, delivery_events=100, analytics=args.analytics
-        )
+            2, 100, 200, 1, 50, args.published, 64, 5, enqueue_calls=200, delivery_events=100, analytics=args.analytics,
+            backfill_rows=20_000,
+        )  # fmt: skip
     else:
         settings = Settings(
             7, 1000, 1000, 15, 300, args.published, 640, 50, enqueue_calls=2000, delivery_events=1000,
-            analytics=args.analytics,
+            analytics=args.analytics, backfill_rows=1_000_000,
         )  # fmt: skip
     settings.sizes = args.in_flight
     if args.rounds is not None:
