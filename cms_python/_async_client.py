@@ -13,7 +13,8 @@ from ._attempts import Wait
 from ._base import ClientBase, tracking_method
 from ._operations import ApiResponse, TrackRequest
 from ._requests import build_lead, build_sale
-from ._transports import OwnAsyncClient, ThroughAsyncClient
+from ._results import status_only
+from ._transports import OwnAsyncClient, ThroughAsyncClient, UnreadableBody
 from ._types import TrackError, TrackResult
 
 _P = ParamSpec("_P")
@@ -59,6 +60,8 @@ class AsyncCMSClient(ClientBase[httpx.AsyncClient]):
     async def _attempt(self, request: TrackRequest[Any]) -> ApiResponse | httpx.HTTPError:
         try:
             return await request.operation.send_async(self._api, request)
+        except UnreadableBody as exc:
+            return status_only(exc)
         except httpx.HTTPError as exc:
             return exc
 

@@ -19,6 +19,7 @@ from cms_api_client import Client
 from ._attempts import Attempts
 from ._operations import TrackRequest
 from ._redaction import redact_from_library_logs
+from ._transports import ACCEPT_ENCODING
 from ._types import TrackError
 from ._version import __version__
 
@@ -98,12 +99,17 @@ class ClientBase(ABC, Generic[_HttpClient]):
         # The token travels only in this header, which httpx masks in its reprs.
         settings: dict[str, Any] = {
             "base_url": self._host,
-            "headers": {"Authorization": f"Bearer {self._token}", "User-Agent": USER_AGENT, **SDK_HEADERS},
+            "headers": {
+                "Authorization": f"Bearer {self._token}",
+                "User-Agent": USER_AGENT,
+                "Accept-Encoding": ACCEPT_ENCODING,
+                **SDK_HEADERS,
+            },
             "timeout": self._timeout,
             "follow_redirects": False,
             "verify": _tls_context(),
             # HTTP_PROXY & co. would carry a plain-http (loopback) request, token included, across the network.
-            "trust_env": not self._host.startswith("http://"),
+            "trust_env": self._host.startswith("https://"),
         }
         self._api = self._connect(settings, http_client)
 
@@ -204,7 +210,8 @@ def _resolve_host(host: str | None) -> str:
             f"host {shown} uses plain http: the token would cross the network unencrypted. "
             "Use https (plain http is allowed only for localhost / 127.0.0.0/8 / ::1)."
         )
-    return host.rstrip("/")
+    # The scheme in lower case, once: every later check of it (proxies) reads this string.
+    return url.scheme + host[len(url.scheme) :].rstrip("/")
 
 
 def _is_loopback(hostname: str) -> bool:

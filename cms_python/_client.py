@@ -14,7 +14,8 @@ from ._attempts import Attempts, Done, GaveUp, Wait
 from ._base import ClientBase, tracking_method
 from ._operations import ApiResponse, TrackRequest
 from ._requests import build_lead, build_sale
-from ._transports import OwnClient, ThroughClient
+from ._results import status_only
+from ._transports import OwnClient, ThroughClient, UnreadableBody
 from ._types import TrackError, TrackResult
 
 _P = ParamSpec("_P")
@@ -76,6 +77,8 @@ class CMSClient(ClientBase[httpx.Client]):
     def _attempt(self, request: TrackRequest[Any]) -> ApiResponse | httpx.HTTPError:
         try:
             return request.operation.send(self._api, request)
+        except UnreadableBody as exc:
+            return status_only(exc)
         except httpx.HTTPError as exc:
             return exc
 
