@@ -39,6 +39,9 @@ class AsyncCMSClient(ClientBase[httpx.AsyncClient]):
         transport = ThroughAsyncClient(http_client) if http_client is not None else None
         return Client(base_url=self.host).set_async_httpx_client(OwnAsyncClient(**settings, transport=transport))
 
+    def _is_closed(self) -> bool:
+        return self._api.get_async_httpx_client().is_closed
+
     track_lead = _method("track_lead", build_lead)
     track_sale = _method("track_sale", build_sale)
 

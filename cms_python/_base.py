@@ -8,6 +8,7 @@ import os
 import platform
 import re
 import ssl
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import cache
@@ -97,7 +98,7 @@ class ClientBase(ABC, Generic[_HttpClient]):
             raise ValueError("timeout must be a positive number of seconds or an httpx.Timeout")
         self._timeout: httpx.Timeout = httpx.Timeout(timeout)
         # The token travels only in this header, which httpx masks in its reprs.
-        settings: dict[str, Any] = {
+        self._settings: dict[str, Any] = {
             "base_url": self._host,
             "headers": {
                 "Authorization": f"Bearer {self._token}",
@@ -111,7 +112,9 @@ class ClientBase(ABC, Generic[_HttpClient]):
             # HTTP_PROXY & co. would carry a plain-http (loopback) request, token included, across the network.
             "trust_env": self._host.startswith("https://"),
         }
-        self._api = self._connect(settings, http_client)
+        self._http_client: _HttpClient | None = http_client
+        self._api = self._connect(self._settings, http_client)
+        _LIVE_CLIENTS.add(self)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -140,11 +143,36 @@ class ClientBase(ABC, Generic[_HttpClient]):
     def _connect(self, settings: dict[str, Any], http_client: _HttpClient | None) -> Client:
         """The generated client, sending through a new httpx client built from `settings`."""
 
+    @abstractmethod
+    def _is_closed(self) -> bool:
+        """Whether `close()` (or `aclose()`) was called."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(host={self._host!r}, max_retries={self._max_retries})"
 
     def _attempts(self, request: TrackRequest[Any]) -> Attempts:
         return Attempts(request, max_retries=self._max_retries, token=self._token)
+
+    def _forget_connections(self) -> None:
+        """In a forked child: connections of this process's own from now on. The parent's are left alone (closing
+        them could send bytes on its sockets); a closed client stays closed."""
+        if not self._is_closed():
+            self._api = self._connect(self._settings, self._http_client)
+
+
+#: Every client alive in this process, for `_after_fork_in_child`.
+_LIVE_CLIENTS: weakref.WeakSet[ClientBase[Any]] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # The child inherits the parent's pooled connections: used from both processes, one socket would carry two
+    # conversations, and answers would reach the wrong process (gunicorn --preload, multiprocessing, Celery).
+    for client in list(_LIVE_CLIENTS):
+        client._forget_connections()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def tracking_method(name: str, build: Callable[..., TrackRequest[Any] | TrackError], method: _Method) -> _Method:

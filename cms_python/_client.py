@@ -52,6 +52,9 @@ class CMSClient(ClientBase[httpx.Client]):
         transport = ThroughClient(http_client) if http_client is not None else None
         return Client(base_url=self.host).set_httpx_client(OwnClient(**settings, transport=transport))
 
+    def _is_closed(self) -> bool:
+        return self._api.get_httpx_client().is_closed
+
     track_lead = _method("track_lead", build_lead)
     track_sale = _method("track_sale", build_sale)
 
