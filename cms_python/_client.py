@@ -41,8 +41,8 @@ class CMSClient(ClientBase[httpx.Client]):
         timeout: seconds for each of connect, read and write of one attempt (or an `httpx.Timeout`).
         max_retries: how many times a failed attempt is retried when retrying is safe (0: never).
         http_client: your own `httpx.Client` (proxies, custom CA bundle, test transport); the SDK sends
-            through it but keeps its own base URL, headers and timeout, never follows redirects, and does
-            not close it.
+            through its transport and event hooks but keeps its own base URL, headers, timeout and auth,
+            keeps no cookies, never follows redirects, and does not close it.
 
     `host`, `timeout` and `max_retries` are read-only: make another client for other settings. Use it as a
     context manager, or call `close()`, to release its connections.
