@@ -122,7 +122,8 @@ def _json_object(content: bytes) -> dict[str, Any]:
     """The body as a JSON object, for error bodies the generated model could not take (a wrong-typed field)."""
     try:
         body = json.loads(content)
-    except (ValueError, RecursionError):  # not JSON (HTML, empty), or nested beyond what Python parses
+    # Not JSON (HTML, empty), nested beyond what Python parses, or more than this process can hold.
+    except (ValueError, RecursionError, MemoryError):
         return {}
     return body if isinstance(body, dict) else {}
 

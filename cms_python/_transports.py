@@ -110,9 +110,9 @@ class OwnClient(httpx.Client):
         try:
             for chunk in response.iter_raw():
                 decoder.feed(chunk)
+            decoder.finish()
         except (httpx.HTTPError, MemoryError) as exc:
             raise decoder.failure(exc) from exc
-        decoder.finish()
         if self._through is not None:
             self._through.inspect(response)
         if response.has_redirect_location:
@@ -148,9 +148,9 @@ class OwnAsyncClient(httpx.AsyncClient):
         try:
             async for chunk in response.aiter_raw():
                 decoder.feed(chunk)
+            decoder.finish()
         except (httpx.HTTPError, MemoryError) as exc:
             raise decoder.failure(exc) from exc
-        decoder.finish()
         if self._through is not None:
             await self._through.inspect(response)
         if response.has_redirect_location:
@@ -374,13 +374,14 @@ class _Decoder:
     as in httpx). A step never makes more than the cap allows, so a compression bomb costs ~1 MiB, not gigabytes.
     """
 
-    __slots__ = ("_deadline", "_received", "_response", "_sizes", "_steps", "chunks")
+    __slots__ = ("_body", "_deadline", "_received", "_response", "_sizes", "_steps")
 
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
         self._deadline = _DEADLINE.get()
         self._received = 0
-        self.chunks: list[bytes] = []
+        # One buffer, not a list of chunks: a body sent a byte per chunk costs its size, not 8 bytes a byte.
+        self._body = bytearray()
         # Applied in the order listed: undone in reverse.
         encodings = [
             name
@@ -398,16 +399,16 @@ class _Decoder:
         self._received += len(chunk)
         if self._received > MAX_BODY:
             raise self._too_large()
-        self.chunks.append(self._decode(chunk, final=False))
+        self._body += self._decode(chunk, final=False)
         if self._deadline is not None and time.monotonic() >= self._deadline:
             raise UnreadableBody("it was still arriving at the attempt's deadline", self._response, incomplete=True)
 
     def finish(self) -> None:
         """Store the decoded body as the response's content."""
         if self._received:
-            self.chunks.append(self._decode(b"", final=True))
+            self._body += self._decode(b"", final=True)
         # What `response.read()` would store; the raw stream is consumed.
-        self._response._content = b"".join(self.chunks)
+        self._response._content = bytes(self._body)
 
     def failure(self, exc: httpx.HTTPError | MemoryError) -> UnreadableBody:
         """What a failure while receiving the body (cut short, broken chunking, a timeout) means for the call."""
