@@ -15,7 +15,8 @@ from ._attempts import Attempts, Wait
 from ._base import MAX_IN_FLIGHT, ClientBase, tracking_method
 from ._operations import ApiResponse, TrackRequest
 from ._requests import build_lead, build_sale
-from ._transports import OwnAsyncClient, ThroughAsyncClient
+from ._results import status_only
+from ._transports import OwnAsyncClient, ThroughAsyncClient, UnreadableBody
 from ._types import TrackError, TrackResult
 
 _P = ParamSpec("_P")
@@ -45,6 +46,9 @@ class AsyncCMSClient(ClientBase[httpx.AsyncClient]):
         self._binding = threading.Lock()  # two loops in two threads may make their first call at once
         transport = ThroughAsyncClient(http_client) if http_client is not None else None
         return Client(base_url=self.host).set_async_httpx_client(OwnAsyncClient(**settings, transport=transport))
+
+    def _is_closed(self) -> bool:
+        return self._api.get_async_httpx_client().is_closed
 
     track_lead = _method("track_lead", build_lead)
     track_sale = _method("track_sale", build_sale)
@@ -84,6 +88,8 @@ class AsyncCMSClient(ClientBase[httpx.AsyncClient]):
             attempts.start()
             try:
                 return await request.operation.send_async(self._api, request)
+            except UnreadableBody as exc:
+                return status_only(exc)
             except httpx.HTTPError as exc:
                 return exc
 

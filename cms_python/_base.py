@@ -8,6 +8,7 @@ import os
 import platform
 import re
 import ssl
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import cache
@@ -19,6 +20,7 @@ from cms_api_client import Client
 from ._attempts import Attempts
 from ._operations import TrackRequest
 from ._redaction import redact_from_library_logs
+from ._transports import ACCEPT_ENCODING
 from ._types import TrackError
 from ._version import __version__
 
@@ -102,17 +104,24 @@ class ClientBase(ABC, Generic[_HttpClient]):
             raise ValueError("timeout must be a positive number of seconds or an httpx.Timeout")
         self._timeout: httpx.Timeout = httpx.Timeout(timeout)
         # The token travels only in this header, which httpx masks in its reprs.
-        settings: dict[str, Any] = {
+        self._settings: dict[str, Any] = {
             "base_url": self._host,
-            "headers": {"Authorization": f"Bearer {self._token}", "User-Agent": USER_AGENT, **SDK_HEADERS},
+            "headers": {
+                "Authorization": f"Bearer {self._token}",
+                "User-Agent": USER_AGENT,
+                "Accept-Encoding": ACCEPT_ENCODING,
+                **SDK_HEADERS,
+            },
             "timeout": self._timeout,
             "follow_redirects": False,
             "limits": httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT),
             "verify": _tls_context(),
             # HTTP_PROXY & co. would carry a plain-http (loopback) request, token included, across the network.
-            "trust_env": not self._host.startswith("http://"),
+            "trust_env": self._host.startswith("https://"),
         }
-        self._api = self._connect(settings, http_client)
+        self._http_client: _HttpClient | None = http_client
+        self._api = self._connect(self._settings, http_client)
+        _LIVE_CLIENTS.add(self)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -142,11 +151,36 @@ class ClientBase(ABC, Generic[_HttpClient]):
         """The generated client, sending through a new httpx client built from `settings`; also sets up what
         the face's I/O needs (its `MAX_IN_FLIGHT` slots)."""
 
+    @abstractmethod
+    def _is_closed(self) -> bool:
+        """Whether `close()` (or `aclose()`) was called."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(host={self._host!r}, max_retries={self._max_retries})"
 
     def _attempts(self, request: TrackRequest[Any]) -> Attempts:
         return Attempts(request, max_retries=self._max_retries, token=self._token)
+
+    def _forget_connections(self) -> None:
+        """In a forked child: connections of this process's own from now on. The parent's are left alone (closing
+        them could send bytes on its sockets); a closed client stays closed."""
+        if not self._is_closed():
+            self._api = self._connect(self._settings, self._http_client)
+
+
+#: Every client alive in this process, for `_after_fork_in_child`.
+_LIVE_CLIENTS: weakref.WeakSet[ClientBase[Any]] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # The child inherits the parent's pooled connections: used from both processes, one socket would carry two
+    # conversations, and answers would reach the wrong process (gunicorn --preload, multiprocessing, Celery).
+    for client in list(_LIVE_CLIENTS):
+        client._forget_connections()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def tracking_method(name: str, build: Callable[..., TrackRequest[Any] | TrackError], method: _Method) -> _Method:
@@ -212,7 +246,8 @@ def _resolve_host(host: str | None) -> str:
             f"host {shown} uses plain http: the token would cross the network unencrypted. "
             "Use https (plain http is allowed only for localhost / 127.0.0.0/8 / ::1)."
         )
-    return host.rstrip("/")
+    # The scheme in lower case, once: every later check of it (proxies) reads this string.
+    return url.scheme + host[len(url.scheme) :].rstrip("/")
 
 
 def _is_loopback(hostname: str) -> bool:

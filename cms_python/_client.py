@@ -15,7 +15,8 @@ from ._attempts import Attempts, Done, GaveUp, Wait
 from ._base import MAX_IN_FLIGHT, ClientBase, tracking_method
 from ._operations import ApiResponse, TrackRequest
 from ._requests import build_lead, build_sale
-from ._transports import OwnClient, ThroughClient
+from ._results import status_only
+from ._transports import OwnClient, ThroughClient, UnreadableBody
 from ._types import TrackError, TrackResult
 
 _P = ParamSpec("_P")
@@ -41,8 +42,8 @@ class CMSClient(ClientBase[httpx.Client]):
         timeout: seconds for each of connect, read and write of one attempt (or an `httpx.Timeout`).
         max_retries: how many times a failed attempt is retried when retrying is safe (0: never).
         http_client: your own `httpx.Client` (proxies, custom CA bundle, test transport); the SDK sends
-            through it but keeps its own base URL, headers and timeout, never follows redirects, and does
-            not close it.
+            through its transport and event hooks but keeps its own base URL, headers, timeout and auth,
+            keeps no cookies, never follows redirects, and does not close it.
 
     `host`, `timeout` and `max_retries` are read-only: make another client for other settings. Use it as a
     context manager, or call `close()`, to release its connections.
@@ -53,6 +54,9 @@ class CMSClient(ClientBase[httpx.Client]):
         self._slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
         transport = ThroughClient(http_client) if http_client is not None else None
         return Client(base_url=self.host).set_httpx_client(OwnClient(**settings, transport=transport))
+
+    def _is_closed(self) -> bool:
+        return self._api.get_httpx_client().is_closed
 
     track_lead = _method("track_lead", build_lead)
     track_sale = _method("track_sale", build_sale)
@@ -80,6 +84,8 @@ class CMSClient(ClientBase[httpx.Client]):
             attempts.start()
             try:
                 return request.operation.send(self._api, request)
+            except UnreadableBody as exc:
+                return status_only(exc)
             except httpx.HTTPError as exc:
                 return exc
 

@@ -8,9 +8,11 @@ from http import HTTPStatus
 from typing import Any
 
 import httpx
+from attrs import define
 from cms_api_client.models import ErrorResponse, TrackResponse
 from cms_api_client.types import Response
 
+from ._transports import UnreadableBody
 from ._types import TrackError, TrackResult, TrackSuccess
 
 DEFAULT_MESSAGE = "Event tracked successfully"
@@ -26,7 +28,24 @@ def validation_error(problems: dict[str, str]) -> TrackError:
     return error(f"Invalid arguments: {', '.join(problems)}", kind="validation_error", details=problems)
 
 
+@define
+class StatusOnly(Response[ErrorResponse | TrackResponse]):
+    """An answer of which only the status line and headers can be used: `problem` says what is wrong with its
+    body; `incomplete`: it did not arrive whole (see `UnreadableBody`)."""
+
+    problem: str
+    incomplete: bool
+
+
+def status_only(exc: UnreadableBody) -> StatusOnly:
+    """The answer an `UnreadableBody` stands for: like any answer, its status decides the call's outcome."""
+    response = exc.response
+    return StatusOnly(response.status_code, b"", response.headers, None, exc.problem, exc.incomplete)
+
+
 def from_response(response: Response[ErrorResponse | TrackResponse]) -> TrackResult:
+    if isinstance(response, StatusOnly):
+        return _from_status_only(response)
     status = response.status_code
     parsed = response.parsed
     if 200 <= status < 300:
@@ -54,6 +73,24 @@ def from_exception(exc: httpx.HTTPError) -> TrackError:
     if isinstance(exc, httpx.TransportError):
         return error(f"Network error: {exc or type(exc).__name__}", kind="network_error")
     return error(f"Unreadable response: {exc or type(exc).__name__}", kind="invalid_response")
+
+
+def _from_status_only(response: StatusOnly) -> TrackResult:
+    status = response.status_code
+    if not 200 <= status < 300:
+        failure = _http_error(status, {}, response.headers)
+        failure["error"] += f" (the response body could not be read: {response.problem})"
+        return failure
+    if response.incomplete:
+        # The server accepted the event; only its answer's body was lost. Saying "failed" would invite the
+        # caller to send the event again, and a lead sent again under a new idempotency key counts twice.
+        message = f"Event tracked (HTTP {status}), but the response body could not be read: {response.problem}"
+        return {"success": True, "message": message, "data": None}
+    return error(
+        f"HTTP {status}: the response body cannot be used: {response.problem}; is the host right?",
+        kind="invalid_response",
+        status_code=status,
+    )
 
 
 def _success(body: dict[str, Any]) -> TrackSuccess:
@@ -85,7 +122,8 @@ def _json_object(content: bytes) -> dict[str, Any]:
     """The body as a JSON object, for error bodies the generated model could not take (a wrong-typed field)."""
     try:
         body = json.loads(content)
-    except (ValueError, RecursionError):  # not JSON (HTML, empty), or nested beyond what Python parses
+    # Not JSON (HTML, empty), nested beyond what Python parses, or more than this process can hold.
+    except (ValueError, RecursionError, MemoryError):
         return {}
     return body if isinstance(body, dict) else {}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import ssl
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
@@ -22,8 +23,18 @@ _SECONDS = re.compile(r"[ \t]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[ \t]*")
 
 
 def is_retryable_exception(exc: httpx.HTTPError) -> bool:
-    """Connection failures, timeouts and connections dropped before an answer; not bad URLs or bad bodies."""
-    return isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError | httpx.ProxyError)
+    """Connection failures, timeouts and connections dropped before an answer; not bad URLs, nor a TLS
+    certificate the client refuses (it will not heal)."""
+    if not isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError | httpx.ProxyError):
+        return False
+    cause: BaseException | None = exc
+    for _ in range(16):  # a chain can loop; httpx's is three deep
+        if cause is None:
+            break
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return False
+        cause = cause.__cause__ or cause.__context__
+    return True
 
 
 def backoff(retry_number: int, cap: float = MAX_DELAY) -> float:

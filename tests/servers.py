@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -43,6 +44,8 @@ class Recorded:
     headers: dict[str, str]
     body: bytes
     at: float
+    #: The client's port: requests with the same one came over the same connection.
+    port: int = 0
 
     @property
     def json(self) -> Any:
@@ -80,7 +83,14 @@ class LoopbackServer:
                 body = self.rfile.read(length)
                 with server._lock:
                     server.requests.append(
-                        Recorded(self.command, self.path, dict(self.headers.items()), body, time.monotonic())
+                        Recorded(
+                            self.command,
+                            self.path,
+                            dict(self.headers.items()),
+                            body,
+                            time.monotonic(),
+                            self.client_address[1],
+                        )
                     )
                     reply = server._script.popleft() if server._script else server.default
                 server._answer(self, reply)
@@ -125,35 +135,71 @@ class LoopbackServer:
         self._httpd.server_close()
 
 
-class RawServer:
-    """A server on 127.0.0.1 that answers every request with the same raw bytes, then closes the connection:
-    for answers no HTTP server library would write (a malformed status line, any reason phrase)."""
+def read_request(connection: socket.socket) -> bytes:
+    """One HTTP/1.1 request off `connection` (head and Content-Length body); b"" when the client closed first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return b""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+        0,
+    )
+    while len(body) < length:
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return data
 
-    def __init__(self, answer: bytes) -> None:
+
+class RawServer:
+    """A TCP server on 127.0.0.1 for answers no HTTP server library would write (a malformed status line, any
+    reason phrase, trickled, endless). `answer`: raw bytes, sent after each request (recorded in `requests`)
+    before the connection closes; or a function given each connection, in a thread of its own.
+
+    `connections` counts the connections accepted, `sent` the bytes `send` got out; `closed` is set on close().
+    """
+
+    def __init__(self, answer: bytes | Callable[[RawServer, socket.socket], None]) -> None:
         self.answer = answer
         self.requests: list[bytes] = []
+        self.connections = 0
+        self.sent = 0
+        self.closed = threading.Event()
         self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
+    def send(self, connection: socket.socket, data: bytes) -> None:
+        connection.sendall(data)
+        self.sent += len(data)
+
     def _serve(self) -> None:
-        while True:
+        while not self.closed.is_set():
             try:
                 connection, _ = self._listener.accept()
             except OSError:  # closed
                 return
-            with connection:
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    chunk = connection.recv(65536)
-                    if not chunk:
-                        break
-                    request += chunk
-                self.requests.append(request)
-                connection.sendall(self.answer)
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(connection,), daemon=True).start()
+
+    def _handle(self, connection: socket.socket) -> None:
+        # OSError: the client hung up, which is what the tests with an answering function want of it.
+        with connection, contextlib.suppress(OSError):
+            if callable(self.answer):
+                self.answer(self, connection)
+            else:
+                self.requests.append(read_request(connection))
+                self.send(connection, self.answer)
 
     def close(self) -> None:
+        self.closed.set()
         # shutdown() wakes the thread blocked in accept(); close() alone would not.
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)

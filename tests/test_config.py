@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import threading
@@ -448,33 +449,168 @@ def test_methods_are_named_after_their_class(face):
     assert f"{kind}.track_sale" in repr(client.track_sale)
 
 
-def test_plain_http_to_loopback_ignores_proxy_variables(face, server, monkeypatch):
-    seen: list[str] = []
+class Proxy:
+    """An HTTP proxy on 127.0.0.1 that answers 502 to everything; `seen` records each request line and its
+    Authorization header."""
 
-    class Proxy(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            seen.append(self.headers.get("Authorization", ""))
-            self.send_response(502)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+        seen = self.seen
 
-        def log_message(self, *args: object) -> None:
-            pass
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                seen.append((self.requestline, self.headers.get("Authorization", "")))
+                self.send_response(502)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
-    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    try:
-        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
-            monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.server_address[1]}")
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
-        result = face.client(host=server.url, max_retries=0).track_lead(**LEAD)
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
-    assert result["success"] is True
-    assert seen == []
+            do_CONNECT = do_POST
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def env_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
+    """A proxy that the environment names for every scheme, with nothing exempted."""
+    proxy = Proxy()
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    yield proxy
+    proxy.close()
+
+
+@pytest.mark.parametrize("spelling", ["http://127.0.0.1", "HTTP://127.0.0.1", "Http://localhost"])
+def test_plain_http_to_loopback_ignores_proxy_variables(face, server, env_proxy, spelling):
+    client = face.client(host=f"{spelling}:{server.port}", max_retries=0)
+    assert client.raw.host == f"{spelling.lower()}:{server.port}"
+    assert client.track_lead(**LEAD)["success"] is True
+    assert env_proxy.seen == []
     assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("spelling", ["http://127.0.0.1", "HTTP://127.0.0.1"])
+def test_plain_http_through_a_callers_client_ignores_its_environment_proxies(face, server, env_proxy, spelling):
+    # httpx.Client() trusts the environment by default: it took the proxies when it was made.
+    callers = httpx.AsyncClient() if face.kind == "async" else httpx.Client()
+    try:
+        client = face.client(host=f"{spelling}:{server.port}", http_client=callers, max_retries=0)
+        assert client.track_lead(**LEAD)["success"] is True
+    finally:
+        face.run(callers.aclose()) if face.kind == "async" else callers.close()
+    assert env_proxy.seen == []
+    assert authorization(server) == f"Bearer {TOKEN}"
+
+
+def test_https_goes_through_the_environments_proxy_as_a_tunnel(face, env_proxy):
+    result = face.client(host="https://api.example.com", max_retries=0).track_lead(**LEAD)
+    assert result["type"] == "network_error"  # the proxy refused the tunnel
+    assert env_proxy.seen == [("CONNECT api.example.com:443 HTTP/1.1", "")]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("socksio") is not None, reason="socksio is installed: SOCKS works")
+def test_a_socks_proxy_in_the_environment_without_socksio_is_a_value_error(face, monkeypatch):
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1080")
+    with pytest.raises(ValueError, match=r"proxy set in the environment .*socksio"):
+        face.client(host="https://api.example.com")
+    # A loopback host never uses proxies: nothing to refuse.
+    assert face.client(host="http://127.0.0.1:1").raw.host == "http://127.0.0.1:1"
+
+
+@pytest.mark.parametrize("value", ["http://user:hunter2", "ftp://user:hunter2@proxy.example", "http://[::1"])
+def test_an_unusable_proxy_url_in_the_environment_is_a_value_error_that_hides_it(face, monkeypatch, value):
+    monkeypatch.setenv("HTTPS_PROXY", value)
+    with pytest.raises(ValueError, match="proxy set in the environment") as raised:
+        face.client(host="https://api.example.com")
+    assert "hunter2" not in str(raised.value)
+    assert raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
+
+
+# --- a caller's client with a `raise_for_status` hook; cookies ----------------------------------------------------
+
+
+def raising_client(face: Any) -> httpx.Client | httpx.AsyncClient:
+    """A caller's httpx client with the common hook that raises for every 4xx and 5xx."""
+    if face.kind == "async":
+
+        async def check(response: httpx.Response) -> None:
+            response.raise_for_status()
+
+        return httpx.AsyncClient(event_hooks={"response": [check]})
+    return httpx.Client(event_hooks={"response": [lambda response: response.raise_for_status()]})
+
+
+def test_a_raise_for_status_hook_does_not_stop_a_retry(face, server):
+    server.queue(Reply(status=503, body={"success": False, "error": "busy"}))
+    callers = raising_client(face)
+    try:
+        result = face.client(host=server.url, http_client=callers).track_lead(**LEAD)
+    finally:
+        face.run(callers.aclose()) if face.kind == "async" else callers.close()
+    assert result == SUCCESS
+    assert len(server.requests) == 2
+
+
+def test_a_raise_for_status_hook_keeps_the_errors_details(face, server):
+    details = {"customer_email": "not an email"}
+    body = {"success": False, "error": "Invalid", "type": "validation", "details": details}
+    server.default = Reply(status=422, body=body)
+    callers = raising_client(face)
+    try:
+        result = face.client(host=server.url, http_client=callers).track_lead(**LEAD)
+    finally:
+        face.run(callers.aclose()) if face.kind == "async" else callers.close()
+    assert result == {**body, "status_code": 422}
+    assert len(server.requests) == 1
+
+
+def test_a_callers_hooks_see_the_request_and_the_read_response(face, server):
+    seen: list[Any] = []
+    if face.kind == "async":
+
+        async def on_request(request: httpx.Request) -> None:
+            seen.append(request.headers["idempotency-key"])
+
+        async def on_response(response: httpx.Response) -> None:
+            seen.append(response.json())
+
+    else:
+        on_request = lambda request: seen.append(request.headers["idempotency-key"])  # noqa: E731
+        on_response = lambda response: seen.append(response.json())  # noqa: E731
+    hooks = {"request": [on_request], "response": [on_response]}
+    callers = httpx.AsyncClient(event_hooks=hooks) if face.kind == "async" else httpx.Client(event_hooks=hooks)
+    try:
+        assert face.client(host=server.url, http_client=callers).track_lead(**LEAD) == SUCCESS
+    finally:
+        face.run(callers.aclose()) if face.kind == "async" else callers.close()
+    assert seen == [server.requests[0].headers["Idempotency-Key"], SUCCESS]
+
+
+@pytest.mark.parametrize("through", [False, True], ids=["own-client", "callers-client"])
+def test_cookies_are_never_kept(face, server, through):
+    # A server setting a new cookie on each answer used to grow every request's headers until a 431.
+    server.queue(*(Reply(headers={"Set-Cookie": f"c{n}=v{n}; Path=/"}) for n in range(5)))
+    callers = (httpx.AsyncClient() if face.kind == "async" else httpx.Client()) if through else None
+    try:
+        client = face.client(host=server.url, http_client=callers)
+        for _ in range(5):
+            assert client.track_lead(**LEAD)["success"] is True
+    finally:
+        if callers is not None:
+            face.run(callers.aclose()) if face.kind == "async" else callers.close()
+    assert len(server.requests) == 5
+    assert [name for request in server.requests for name in request.headers if name.lower() == "cookie"] == []
 
 
 @pytest.mark.parametrize("token", ["abcdefgh ", " abcdefgh", "abc\tdefgh", "abcdéfgh"])
