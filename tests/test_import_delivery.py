@@ -24,6 +24,7 @@ from types import SimpleNamespace
 
 import pytest
 
+import cms_python._importing
 from cms_python import Outbox, import_events
 from cms_python._cli import main
 from cms_python.testing import Sandbox
@@ -95,7 +96,8 @@ def test_ten_thousand_rows_reach_the_sandbox_once_each_and_a_second_run_sends_no
     assert len(sandbox.requests) == 10_000
 
 
-def test_stopped_while_queueing_then_run_again_queues_the_rest_once(tmp_path):
+def test_stopped_while_queueing_then_run_again_queues_the_rest_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(cms_python._importing, "PROGRESS_INTERVAL", 0.0)  # a progress call after every batch
     sandbox = Sandbox()
     path = write_orders(tmp_path / "orders.csv", 2_000)
     stop = threading.Event()
