@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import signal
 import sys
@@ -20,13 +19,12 @@ from ._base import HOST_VARIABLE, TOKEN_VARIABLE
 from ._client import CMSClient
 from ._import_command import add_import_command
 from ._outbox_cli import add_command as add_outbox_command
+from ._output import strict_json, write
 from ._types import TrackResult
 from ._version import __version__
 from .testing import Sandbox
 from .testing._summary import summary
 
-_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _DESCRIPTION = """\
 CutMeShort conversion tracking from the command line: track a lead or a sale, run a local sandbox of the
 API, or watch the documented journey (deferred attribution, sales, retries) in a demo that needs no token.
@@ -263,35 +261,8 @@ def _track_sale(args: argparse.Namespace) -> int:
 
 
 def _report(result: TrackResult) -> int:
-    _write(_strict_json(result))
+    write(strict_json(result))
     return 0 if result["success"] else 1
-
-
-def _strict_json(value: Any) -> str:
-    """`value` as strict JSON (RFC 8259), whatever a server sent: NaN and infinities, which it has no words for,
-    become null (as in JavaScript's JSON.stringify); lone surrogates, which no encoding can write, are escaped."""
-    try:
-        text = json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False)
-    except ValueError:
-        finite = json.loads(json.dumps(value), parse_constant=lambda _: None)
-        text = json.dumps(finite, indent=2, ensure_ascii=False, allow_nan=False)
-    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match[0]):04x}", text)
-
-
-def _write(text: str) -> None:
-    """Print `text` on stdout. Once the reader has gone (`cms ... | head -1`), the rest is discarded: what the
-    command did is not undone by it, and its exit status stays the command's."""
-    try:
-        try:
-            print(text, flush=True)
-        except UnicodeEncodeError:  # a stdout that cannot write every character (PYTHONIOENCODING=ascii)
-            # JSON's escapes, valid in the JSON the commands print (non-ASCII only appears inside its strings).
-            print(_NON_ASCII.sub(lambda match: json.dumps(match[0])[1:-1], text), flush=True)
-    except BrokenPipeError:
-        # Later writes, and the interpreter's last flush, go to /dev/null instead of raising again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -303,14 +274,14 @@ def _sandbox(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with sandbox.serve(args.port, args.host, log=None if args.quiet else _log) as url:
-            _write(f"CutMeShort sandbox listening on {url} (Ctrl-C to stop)")
+            write(f"CutMeShort sandbox listening on {url} (Ctrl-C to stop)")
             # Quoted for the shell: an IPv6 URL's brackets are a glob pattern (zsh refuses an unmatched one).
             token = shlex.quote(args.token or "any-token")
-            _write(f"  export {HOST_VARIABLE}={shlex.quote(url)} {TOKEN_VARIABLE}={token}")
+            write(f"  export {HOST_VARIABLE}={shlex.quote(url)} {TOKEN_VARIABLE}={token}")
             try:
                 threading.Event().wait()
             except KeyboardInterrupt:
-                _write("\nStopped.")
+                write("\nStopped.")
     except OSError as exc:
         print(f"cms sandbox: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
@@ -372,17 +343,17 @@ _JOURNEY: list[tuple[str, str, dict[str, Any]]] = [
 
 def _demo(_: argparse.Namespace) -> int:
     sandbox = Sandbox()
-    _write("CutMeShort demo: the documented journey, against an in-process sandbox (nothing leaves this process).")
+    write("CutMeShort demo: the documented journey, against an in-process sandbox (nothing leaves this process).")
     with sandbox.client() as client:
         for number, (title, method, kwargs) in enumerate(_JOURNEY, 1):
             arguments = ", ".join(f"{name}={json.dumps(value)}" for name, value in kwargs.items())
-            _write(f"\n{number}. {title}\n   client.{method}({arguments})")
+            write(f"\n{number}. {title}\n   client.{method}({arguments})")
             result = getattr(client, method)(**kwargs)
-            _write(textwrap.indent(_strict_json(result), "   "))
-    _write("")
+            write(textwrap.indent(strict_json(result), "   "))
+    write("")
     _print_summary(sandbox)
     return 0
 
 
 def _print_summary(sandbox: Sandbox) -> None:
-    _write(summary(sandbox))
+    write(summary(sandbox))

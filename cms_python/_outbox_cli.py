@@ -10,10 +10,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from ._base import HOST_VARIABLE, TOKEN_VARIABLE
+from ._output import strict_json, write
 
 #: The outbox file when no PATH is given.
 PATH_VARIABLE = "CMS_OUTBOX_PATH"  # the name of the web integrations' setting
@@ -83,7 +83,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace, path: str) -> int:
-    from ._cli import _write as write  # noqa: PLC0415 - _cli imports this module
     from ._outbox_store import Store  # noqa: PLC0415 - sqlite3 only for this command
 
     store = Store(path, "process")
@@ -100,7 +99,7 @@ def _inspect(args: argparse.Namespace, path: str) -> int:
                     "arguments": event.arguments,
                     "result": event.result,
                 }
-                write(_json_line(line))
+                write(strict_json(line, indent=None))
         elif args.retry_failed:
             count = store.retry_failed()
             print(f"{count} failed event(s) queued again; an Outbox on this file (or 'cms outbox deliver') sends them")
@@ -174,18 +173,3 @@ def _confirm(question: str) -> bool:
         print(f"{question} Not on a terminal: pass --yes to confirm.", file=sys.stderr)
         return False
     return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
-
-
-def _json_line(value: object) -> str:
-    """One line of strict JSON, whatever a server sent: ASCII (lone surrogates escaped too), NaN as null."""
-    try:
-        return json.dumps(value, allow_nan=False, default=_iso)
-    except ValueError:
-        finite = json.loads(json.dumps(value, default=_iso), parse_constant=lambda _: None)
-        return json.dumps(finite, allow_nan=False)
-
-
-def _iso(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
