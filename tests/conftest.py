@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from cms_python import AsyncCMSClient, CMSClient, TrackResult, _retry
 
@@ -33,6 +35,16 @@ def server() -> Iterator[LoopbackServer]:
     instance = LoopbackServer()
     yield instance
     instance.close()
+
+
+#: The checked-in OpenAPI spec, the single source of truth.
+SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi" / "cutmeshort.yaml"
+
+
+@pytest.fixture(scope="session")
+def spec() -> dict[str, Any]:
+    """The checked-in spec, parsed once per session: tests must not change it."""
+    return yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
 
 
 @pytest.fixture(autouse=True)

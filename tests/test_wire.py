@@ -6,7 +6,6 @@ import json
 import uuid
 from datetime import datetime, timedelta, timezone
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,10 +14,9 @@ from jsonschema import Draft202012Validator
 
 from cms_python import __version__
 
-from .conftest import LEAD, SALE, TOKEN
+from .conftest import LEAD, SALE, SPEC_PATH, TOKEN
 from .servers import Recorded, Reply
 
-SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi" / "cutmeshort.yaml"
 IST = timezone(timedelta(hours=5, minutes=30))
 AVATAR = "https://cdn.example.com/avatars/jane.png?size=64&v=2"
 
