@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Generator
 from contextvars import ContextVar
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import httpcore
 import httpx
@@ -107,12 +107,16 @@ class OwnClient(httpx.Client):
 
     def _read(self, response: httpx.Response) -> None:
         decoder = _Decoder(response)
+        # Closed here, not whenever the garbage collector gets to it, when the reading stops early.
+        chunks = cast(Generator[bytes, None, None], response.iter_raw())
         try:
-            for chunk in response.iter_raw():
+            for chunk in chunks:
                 decoder.feed(chunk)
             decoder.finish()
         except (httpx.HTTPError, MemoryError) as exc:
             raise decoder.failure(exc) from exc
+        finally:
+            chunks.close()
         if self._through is not None:
             self._through.inspect(response)
         if response.has_redirect_location:
@@ -145,12 +149,16 @@ class OwnAsyncClient(httpx.AsyncClient):
 
     async def _read(self, response: httpx.Response) -> None:
         decoder = _Decoder(response)
+        # Closed here: left to the event loop, an unfinished one outlives a loop closed meanwhile.
+        chunks = cast(AsyncGenerator[bytes, None], response.aiter_raw())
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in chunks:
                 decoder.feed(chunk)
             decoder.finish()
         except (httpx.HTTPError, MemoryError) as exc:
             raise decoder.failure(exc) from exc
+        finally:
+            await chunks.aclose()
         if self._through is not None:
             await self._through.inspect(response)
         if response.has_redirect_location:

@@ -97,7 +97,9 @@ class Face:
     def close(self) -> None:
         for client in self._clients:
             self.run(client.aclose()) if self.kind == "async" else client.close()
-        if self._loop is not None:
+        if self._loop is not None and not self._loop.is_closed():
+            # As asyncio.run does: a response body read only in part leaves httpx's async generators to finish.
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
             self._loop.close()
 
 
