@@ -7,6 +7,7 @@ backslash and may escape a quote or a slash (`\\'`, `\\"`, `\\/`), URLs percent-
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import re
@@ -150,6 +151,8 @@ class _LibraryRecords(logging.Filter):
 _FILTER = _LibraryRecords()
 _lock = threading.Lock()
 _clients_per_token: dict[str, int] = {}
+# Tokens of clients gone, not yet counted out: see `_forget`.
+_forgotten: collections.deque[str] = collections.deque()
 # Replaced, never changed in place: the filter reads it without the lock.
 _secrets: tuple[_Secret, ...] = ()
 
@@ -163,16 +166,31 @@ def redact_from_library_logs(owner: object, token: str) -> None:
             for name in LIBRARY_LOGGERS:
                 logging.getLogger(name).addFilter(_FILTER)  # adding it again is a no-op
         _clients_per_token[token] = _clients_per_token.get(token, 0) + 1
+        _count_out_forgotten()
         _publish()
     weakref.finalize(owner, _forget, token)
 
 
 def _forget(token: str) -> None:
-    with _lock:
+    # A weakref finalizer runs wherever the garbage collector does, even inside the locked sections here, in the
+    # thread holding the lock: waiting for it would never end. A token it cannot count out now stays looked for
+    # until the next client comes or goes, which costs nothing but a search.
+    _forgotten.append(token)
+    if _lock.acquire(blocking=False):
+        try:
+            _count_out_forgotten()
+            _publish()
+        finally:
+            _lock.release()
+
+
+def _count_out_forgotten() -> None:
+    """Under the lock: the clients gone since the last time."""
+    while _forgotten:
+        token = _forgotten.popleft()
         _clients_per_token[token] -= 1
         if not _clients_per_token[token]:
             del _clients_per_token[token]
-        _publish()
 
 
 def _publish() -> None:

@@ -7,10 +7,11 @@ import gc
 import logging
 import re
 import socket
+import threading
 
 import pytest
 
-from cms_python import _redaction
+from cms_python import CMSClient, _redaction
 
 from .conftest import TOKEN
 from .servers import SUCCESS, RawServer, Reply
@@ -256,6 +257,34 @@ def test_the_token_of_a_client_that_is_gone_is_no_longer_looked_for(face):
     face._clients.clear()
     gc.collect()
     assert not set(tokens) & set(_redaction._clients_per_token)
+
+
+def test_a_client_collected_while_another_one_is_made_does_not_deadlock(monkeypatch):
+    # The registry forgets a token in a weakref finalizer, which runs wherever the garbage collector does:
+    # here, inside the registry's own locked section, in the thread that holds the lock.
+    gone = CMSClient(token="collected-token-0001")
+    cycle: list[object] = [gone]
+    cycle.append(cycle)  # only the cyclic collector frees it
+    del gone, cycle
+    secret = _redaction._secret
+
+    def collecting(token: str) -> object:
+        gc.collect()
+        return secret(token)
+
+    made: list[CMSClient] = []
+    gc.disable()  # the collection must happen where the test puts it
+    try:
+        monkeypatch.setattr(_redaction, "_secret", collecting)
+        thread = threading.Thread(target=lambda: made.append(CMSClient(token="registering-token-0002")), daemon=True)
+        thread.start()
+        thread.join(timeout=30)  # a guard against hanging the run, not a measurement
+        monkeypatch.undo()
+    finally:
+        gc.enable()
+    assert made, "making a client deadlocked"
+    CMSClient(token="next-token-0003")
+    assert "collected-token-0001" not in _redaction._clients_per_token
 
 
 @pytest.mark.parametrize(
