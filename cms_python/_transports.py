@@ -17,10 +17,12 @@ import zlib
 from collections.abc import AsyncGenerator, Callable, Generator
 from contextvars import ContextVar
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
-import httpcore
 import httpx
+
+if TYPE_CHECKING:  # httpx imports httpcore only when it makes a transport: at the top it costs ~35 ms of import
+    import httpcore
 
 #: The most body the SDK reads, received or decoded: the API's answers are a few hundred bytes.
 MAX_BODY = 1024 * 1024
@@ -269,41 +271,48 @@ def _bound_by_deadline(client: httpx.Client | httpx.AsyncClient, backend: Callab
             pool._network_backend = backend(pool._network_backend)
 
 
-def _bounded(timeout: float | None, expired: type[httpcore.TimeoutException]) -> float | None:
-    """`timeout`, shortened to what is left of the attempt; `expired` is raised when nothing is."""
+def _bounded(timeout: float | None, phase: Literal["Connect", "Read", "Write"]) -> float | None:
+    """`timeout`, shortened to what is left of the attempt; httpcore's timeout for `phase` once nothing is."""
     deadline = _DEADLINE.get()
     if deadline is None:
         return timeout
     left = deadline - time.monotonic()
     if left <= 0:
-        raise expired("the attempt's deadline passed")
+        import httpcore  # noqa: PLC0415 - loaded since httpx made the transport calling this
+
+        expired = {"Connect": httpcore.ConnectTimeout, "Read": httpcore.ReadTimeout, "Write": httpcore.WriteTimeout}
+        raise expired[phase]("the attempt's deadline passed")
     return left if timeout is None else min(timeout, left)
 
 
-class _DeadlineStream(httpcore.NetworkStream):
+class _DeadlineStream:
+    """An httpcore `NetworkStream` whose every wait ends by the attempt's deadline."""
+
     def __init__(self, stream: httpcore.NetworkStream) -> None:
         self._stream = stream
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+        return self._stream.read(max_bytes, _bounded(timeout, "Read"))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
+        self._stream.write(buffer, _bounded(timeout, "Write"))
 
     def close(self) -> None:
         self._stream.close()
 
     def start_tls(
         self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.NetworkStream:
-        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+    ) -> _DeadlineStream:
+        bounded = _bounded(timeout, "Connect")
         return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, bounded))
 
     def get_extra_info(self, info: str) -> Any:
         return self._stream.get_extra_info(info)
 
 
-class _DeadlineBackend(httpcore.NetworkBackend):
+class _DeadlineBackend:
+    """An httpcore `NetworkBackend` whose connections are `_DeadlineStream`s."""
+
     def __init__(self, backend: httpcore.NetworkBackend) -> None:
         self._backend = backend
 
@@ -314,44 +323,48 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         timeout: float | None = None,
         local_address: str | None = None,
         socket_options: Any = None,
-    ) -> httpcore.NetworkStream:
-        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+    ) -> _DeadlineStream:
+        bounded = _bounded(timeout, "Connect")
         return _DeadlineStream(self._backend.connect_tcp(host, port, bounded, local_address, socket_options))
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Any = None
-    ) -> httpcore.NetworkStream:
-        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+    ) -> _DeadlineStream:
+        bounded = _bounded(timeout, "Connect")
         return _DeadlineStream(self._backend.connect_unix_socket(path, bounded, socket_options))
 
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)
 
 
-class _AsyncDeadlineStream(httpcore.AsyncNetworkStream):
+class _AsyncDeadlineStream:
+    """The async counterpart of `_DeadlineStream`."""
+
     def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
         self._stream = stream
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._stream.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+        return await self._stream.read(max_bytes, _bounded(timeout, "Read"))
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._stream.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
+        await self._stream.write(buffer, _bounded(timeout, "Write"))
 
     async def aclose(self) -> None:
         await self._stream.aclose()
 
     async def start_tls(
         self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+    ) -> _AsyncDeadlineStream:
+        bounded = _bounded(timeout, "Connect")
         return _AsyncDeadlineStream(await self._stream.start_tls(ssl_context, server_hostname, bounded))
 
     def get_extra_info(self, info: str) -> Any:
         return self._stream.get_extra_info(info)
 
 
-class _AsyncDeadlineBackend(httpcore.AsyncNetworkBackend):
+class _AsyncDeadlineBackend:
+    """The async counterpart of `_DeadlineBackend`."""
+
     def __init__(self, backend: httpcore.AsyncNetworkBackend) -> None:
         self._backend = backend
 
@@ -362,14 +375,14 @@ class _AsyncDeadlineBackend(httpcore.AsyncNetworkBackend):
         timeout: float | None = None,
         local_address: str | None = None,
         socket_options: Any = None,
-    ) -> httpcore.AsyncNetworkStream:
-        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+    ) -> _AsyncDeadlineStream:
+        bounded = _bounded(timeout, "Connect")
         return _AsyncDeadlineStream(await self._backend.connect_tcp(host, port, bounded, local_address, socket_options))
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Any = None
-    ) -> httpcore.AsyncNetworkStream:
-        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+    ) -> _AsyncDeadlineStream:
+        bounded = _bounded(timeout, "Connect")
         return _AsyncDeadlineStream(await self._backend.connect_unix_socket(path, bounded, socket_options))
 
     async def sleep(self, seconds: float) -> None:
