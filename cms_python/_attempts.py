@@ -6,7 +6,6 @@ acts on its `Decision`: `Wait` and send again, or stop with `Done` / `GaveUp`.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,14 +14,12 @@ import httpx
 
 from . import _retry
 from ._operations import ApiResponse, TrackRequest
-from ._printable import printable
+from ._printable import sdk_logger
 from ._redaction import redact
 from ._results import from_exception, from_response
 from ._types import TrackError, TrackResult, TrackSuccess
 
-logger = logging.getLogger("cms_python")
-# A library logs only where the app configured logging (no "last resort" output to stderr).
-logger.addHandler(logging.NullHandler())
+logger = sdk_logger("cms_python")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +86,9 @@ class Attempts:
             if wait <= _retry.MAX_RETRY_AFTER:
                 return Wait(wait)
         failure = redact(result, self._token)
-        # The server's message can echo request values (an email): those stay out of WARNING records. Its
-        # `type` goes in escaped: a line break in it would forge log lines.
+        # The server's message can echo request values (an email): those stay out of WARNING records.
         logger.warning(
             "POST %s failed after %d attempt(s): status %s, type %s",
-            self._path, self.number, failure["status_code"], printable(failure["type"]),
+            self._path, self.number, failure["status_code"], failure["type"],
         )  # fmt: skip
         return GaveUp(failure, retryable, requested_wait)

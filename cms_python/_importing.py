@@ -10,7 +10,6 @@ import csv
 import hashlib
 import json
 import os
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -34,6 +33,7 @@ from ._import_rows import (
     read_mappings,
 )
 from ._operations import TrackRequest
+from ._outbox_store import StorageError
 from ._requests import build_lead, build_sale
 from ._types import TrackError
 
@@ -334,7 +334,7 @@ class _Run:
                         done.append((*waiting.popleft(), result))
                         if result is not None and not result["success"] and result["type"] == "storage_error":
                             break
-            except sqlite3.Error as exc:  # the commit failed: none of the batch is stored
+            except StorageError as exc:  # the commit failed: none of the batch is stored
                 self.state, self.error = "stopped", f"The rows could not be stored in the outbox: {exc}"
                 return False
             for line, prepared, result in done:

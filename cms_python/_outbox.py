@@ -5,10 +5,8 @@ from __future__ import annotations
 import atexit
 import inspect
 import json
-import logging
 import math
 import os
-import sqlite3
 import threading
 import time
 import weakref
@@ -19,15 +17,17 @@ from typing import Any, Concatenate, Literal, ParamSpec
 
 from ._client import CMSClient
 from ._operations import TrackRequest
-from ._outbox_delivery import POLL, Delivery, FailedEvent, Settings, failed_event
-
-__all__ = ["FailedEvent", "Outbox"]
-from ._outbox_store import Full, KeyReused, Store, process_owner
+from ._outbox_delivery import POLL, RENEW_MARGIN, Delivery, FailedEvent, Settings, failed_event
+from ._outbox_store import LEASE, Full, KeyReused, StorageError, Store, process_owner
+from ._printable import sdk_logger
 from ._requests import build_lead, build_sale
 from ._results import error
+from ._transports import attempt_budget
 from ._types import TrackError, TrackQueued
 
-logger = logging.getLogger("cms_python")
+__all__ = ["FailedEvent", "Outbox"]
+
+logger = sdk_logger("cms_python")
 
 _P = ParamSpec("_P")
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -41,8 +41,8 @@ _TRACK_DOC = """Queue a {kind} for delivery: the same keyword arguments and chec
     `idempotency_key` with the same content is not stored again (`duplicate` True, "Event already queued");
     with other content the result is an error of type `idempotency_key_reused`. Other errors, nothing stored:
     `validation_error` (bad values), `outbox_full` (`max_pending` events wait), `storage_error` (the file
-    cannot be written: disk full, read-only). Never raises, but `TypeError` for unknown or missing keyword names
-    and `RuntimeError` after `close()`.
+    cannot be written: disk full, read-only, moved or deleted). Never raises, but `TypeError` for unknown or
+    missing keyword names and `RuntimeError` after `close()`.
     """
 
 
@@ -82,6 +82,9 @@ class Outbox:
         on_failure: called as `on_failure(event, result)` in the delivery thread when an event fails for good
             (a `FailedEvent` and its last result); what it raises is logged.
         flush_on_exit: at interpreter exit (and by default in `close()`), how many seconds to keep delivering.
+        lease: seconds a claim on an event lasts unless its process renews it (it does before each attempt): the
+            events of a process that hangs or dies on another host are taken over by another process after it,
+            with the same idempotency key. Longer than one attempt may take (the client's timeouts added up).
         durability: `"process"`: an acknowledged event survives the process being killed (kill -9, OOM);
             `"power"`: also a power loss or OS crash, at the cost of an fsync per event.
 
@@ -105,6 +108,7 @@ class Outbox:
         max_age: float | None = None,
         on_failure: Callable[[FailedEvent, TrackError], object] | None = None,
         flush_on_exit: float = 5.0,
+        lease: float = LEASE,
         durability: Literal["process", "power"] = "process",
     ) -> None:
         path = os.fspath(path)
@@ -115,6 +119,7 @@ class Outbox:
             max_age=max_age,
             on_failure=on_failure,
             flush_on_exit=flush_on_exit,
+            lease=lease,
             durability=durability,
         )
         if client is None:
@@ -126,6 +131,14 @@ class Outbox:
             raise ValueError("pass either client or token/host: the client already has its token and host")
         else:
             self._own_client = False
+        budget = attempt_budget(client.timeout)
+        if budget is None or lease < budget + 2 * RENEW_MARGIN:
+            if self._own_client:
+                client.close()
+            raise ValueError(
+                f"lease ({lease:g} s) must be longer than one attempt may take: the client's timeouts added up "
+                f"({'unbounded' if budget is None else f'{budget:g} s'}), plus {2 * RENEW_MARGIN:g} s"
+            )
         self._client = client
         self._path = path
         self._durability: Literal["process", "power"] = durability
@@ -133,12 +146,13 @@ class Outbox:
         self._flush_on_exit = float(flush_on_exit)
         self._settings = Settings(
             send=client._deliver,
+            attempt_budget=budget,
             interval=None if rate_limit is None else 60.0 / rate_limit,
             max_age=max_age,
             on_failure=on_failure,
         )
         try:
-            self._store = Store(path, durability)
+            self._store = Store(path, durability, lease=lease)
         except BaseException:
             if self._own_client:
                 client.close()
@@ -196,7 +210,7 @@ class Outbox:
                 kind="idempotency_key_reused",
                 details={"idempotency_key": "already used", "event_id": reused.event_id},
             )
-        except sqlite3.Error as exc:
+        except StorageError as exc:
             logger.warning("CutMeShort outbox %s: an event could not be stored: %s", self._path, exc)
             return error(f"The event could not be stored in {self._path}: {exc}", kind="storage_error")
         if not duplicate:
@@ -227,10 +241,11 @@ class Outbox:
         """`track_*` calls in the block share one transaction, so one commit: for bulk work (`import_events`).
 
         Their events are stored, and so acknowledged, only when the block ends without an exception (then a
-        failed commit raises `sqlite3.Error`); delivery waits for the block meanwhile: keep it short.
+        failed commit, or a file moved meanwhile, raises `StorageError`); delivery waits for the block meanwhile:
+        keep it short.
         """
         self._check_usable()
-        with self._store.lock, self._store.transaction():
+        with self._store.batch():
             yield
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
@@ -266,7 +281,7 @@ class Outbox:
                     if remaining <= 0:
                         return False
                     self._progress.wait(remaining)
-        except sqlite3.Error as exc:
+        except StorageError as exc:
             logger.warning("CutMeShort outbox %s: flush() returns False: the file cannot be read: %s", self._path, exc)
             return False
 
@@ -367,7 +382,7 @@ class Outbox:
                 self._client = CMSClient(inherited._token, inherited.host, timeout=inherited.timeout)
                 self._settings.send = self._client._deliver
             # A ":memory:" queue starts empty: its events stay the parent's to deliver.
-            self._store = Store(self._path, self._durability)
+            self._store = Store(self._path, self._durability, lease=self._store.lease)
         self._set_up_process()
         if self._store.counts()["pending"]:
             self._delivering()
@@ -420,6 +435,7 @@ def _check_settings(
     max_age: object,
     on_failure: object,
     flush_on_exit: object,
+    lease: object,
     durability: object,
 ) -> None:
     if not isinstance(path, str) or not path:
@@ -434,6 +450,8 @@ def _check_settings(
         raise TypeError("on_failure must be callable, as on_failure(event, result)")
     if not (_positive(flush_on_exit) or flush_on_exit == 0):
         raise ValueError("flush_on_exit must be a number of seconds >= 0")
+    if not _positive(lease):
+        raise ValueError("lease must be a positive number of seconds")
     if durability not in ("process", "power"):
         raise ValueError('durability must be "process" or "power"')
 

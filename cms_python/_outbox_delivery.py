@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,14 +25,17 @@ from cms_api_client.types import UNSET
 from . import _retry
 from ._attempts import Done, GaveUp
 from ._operations import LEAD, SALE, Operation, TrackRequest
-from ._outbox_store import DELIVERED_MEMORY, Store, StoredEvent
+from ._outbox_store import DELIVERED_MEMORY, LONGEST_WAIT, Claim, StorageError, Store, StoredEvent
+from ._printable import sdk_logger
 from ._results import error
 from ._types import TrackError
 
-logger = logging.getLogger("cms_python")
+logger = sdk_logger("cms_python")
 
 #: The longest an event waits between attempts, and the longest Retry-After honoured.
-MAX_BACKOFF = 300.0
+MAX_BACKOFF = LONGEST_WAIT
+#: A claim is renewed before an attempt that could outlast it by less than this margin.
+RENEW_MARGIN = 1.0
 #: Events claimed at once when there is no pacing (with pacing, one: each takes its own slot).
 BATCH = 32
 #: How often to look again when events are pending but none can be sent yet (another process holds them, or
@@ -97,6 +99,8 @@ class Settings:
     """The outbox's delivery settings, as given to `Outbox`."""
 
     send: Callable[[TrackRequest[Any]], Done | GaveUp]
+    #: The longest one attempt of `send` takes (its deadline).
+    attempt_budget: float
     interval: float | None
     max_age: float | None
     on_failure: Callable[[FailedEvent, TrackError], object] | None
@@ -127,6 +131,8 @@ class Delivery:
         #: The event being sent (or about to be): its claim is kept when `stop` gives up waiting.
         self.in_flight: int | None = None
         self.paused = False
+        #: Delivered, but the storage failed to record it: recorded before anything else is claimed.
+        self._unrecorded: list[StoredEvent] = []
         self._failures_in_a_row = 0
         self._last_dead_owner_check = 0.0
         self._last_checkpoint = time.monotonic()
@@ -157,7 +163,9 @@ class Delivery:
             self._thread.join(timeout)
         if not self._thread.is_alive():
             return True
-        with contextlib.suppress(sqlite3.Error):  # else they lapse with their lease, or when this process is gone
+        # Every outcome is recorded as it comes: what this owner still claims was not sent, but the event on the
+        # wire. If this fails, they lapse with their lease, or at once when this process is gone.
+        with contextlib.suppress(StorageError):
             self._store.release_owner(self._owner, keep=self.in_flight)
         return False
 
@@ -168,14 +176,14 @@ class Delivery:
             while not self._stopping:
                 try:
                     self._step()
-                except sqlite3.Error as exc:
+                except StorageError as exc:
                     self._storage_failed(exc)
                 except Exception:
                     logger.exception("CutMeShort outbox %s: unexpected error in delivery; retrying", self._store.path)
                     self._settings.clock.wait(self._wake, MAX_BACKOFF / 10)
         finally:
             # If this fails, the claims lapse with their lease, or at once when this process is gone.
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(StorageError):
                 self._store.release_owner(self._owner)
             self._on_exit()
 
@@ -186,12 +194,7 @@ class Delivery:
             return
         clock = self._settings.clock
         now = clock.now()
-        if now - self._last_forget >= FORGET_EVERY:
-            self._store.forget_deliveries(now - DELIVERED_MEMORY)
-            self._last_forget = now
-        if time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY:  # real time: it is about the disk
-            self._store.checkpoint()
-            self._last_checkpoint = time.monotonic()
+        self._maintain(now)
         interval = self._settings.interval
         # Idle from before the claim: an event queued after the claim looked wakes the wait below.
         self.idle = True
@@ -202,7 +205,7 @@ class Delivery:
             self._storage_trouble = False
             logger.warning("CutMeShort outbox %s: storage works again; delivering", self._store.path)
         if claim.events:
-            self._deliver(claim.events)
+            self._deliver(claim)
         elif claim.hold > 0:
             clock.wait(self._wake, claim.hold)
         elif not claim.pending:
@@ -215,28 +218,53 @@ class Delivery:
                     return
             clock.wait(self._wake, POLL)
 
-    def _deliver(self, events: list[StoredEvent]) -> None:
-        # Delivered events are recorded together at the end of a batch (a transaction each would cost about a
-        # tenth of a send): if the process dies before that, they are sent again, under their keys.
-        delivered: list[StoredEvent] = []
+    def _maintain(self, now: float) -> None:
+        """Between claims: record what was delivered but not recorded, forget old deliveries, checkpoint."""
+        if self._unrecorded:
+            self._store.delivered(self._unrecorded, now)
+            self._unrecorded = []
+        if now - self._last_forget >= FORGET_EVERY:
+            self._store.forget_deliveries(now - DELIVERED_MEMORY)
+            self._last_forget = now
+        if time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY:  # real time: it is about the disk
+            self._store.checkpoint()
+            self._last_checkpoint = time.monotonic()
+
+    def _deliver(self, claim: Claim) -> None:
+        """Send the claimed events one by one, each outcome recorded as it comes (so that nothing delivered is
+        ever released to another process); the claims are renewed before one could lapse during an attempt."""
+        remaining, expires = deque(claim.events), claim.expires
+        settings = self._settings
         try:
-            for index, event in enumerate(events):
-                self.in_flight = event.seq  # before looking at _stopping: `stop` reads them the other way round
+            while remaining:
+                self.in_flight = remaining[0].seq  # before looking at _stopping: `stop` reads them the other way round
                 if self._stopping or self.paused:
-                    self._store.release(events[index:])
+                    self._store.release(list(remaining))
                     return
+                now = settings.clock.now()
+                if expires - now < settings.attempt_budget + RENEW_MARGIN:
+                    # Those no longer held lapsed (the process was suspended?): another process may send them.
+                    held, expires = self._store.renew(self._owner, list(remaining), now)
+                    remaining = deque(held)
+                    continue
+                event = remaining.popleft()
                 outcome = self._deliver_one(event)
                 if outcome == "delivered":
-                    delivered.append(event)
+                    self._record_delivered(event)
                 elif outcome == "wait":
-                    self._store.release(events[index + 1 :])
+                    self._store.release(list(remaining))
                     return
         finally:
             self.in_flight = None
-            if delivered:
-                self._store.delivered(delivered, self._settings.clock.now())
             with self._progress:
                 self._progress.notify_all()
+
+    def _record_delivered(self, event: StoredEvent) -> None:
+        try:
+            self._store.delivered([event], self._settings.clock.now())
+        except StorageError:
+            self._unrecorded.append(event)  # its claim stays this process's until it is recorded
+            raise
 
     def _deliver_one(self, event: StoredEvent) -> Literal["delivered", "recorded", "wait"]:
         """Send one claimed event: "delivered" (to record), "recorded" (failed), or "wait" (the rest of a batch
@@ -276,7 +304,7 @@ class Delivery:
         not_before = now + delay
         if self._settings.max_age is not None:  # due for expiry before then: fail it on time
             not_before = min(not_before, event.queued_at + self._settings.max_age)
-        self._store.retry_later(event, dict(decision.result), not_before, now + hold)
+        self._store.retry_later(event, dict(decision.result), now=now, not_before=not_before, hold_until=now + hold)
 
     def _pause(self, event: StoredEvent, result: TrackError) -> None:
         self._store.release([event])
@@ -303,7 +331,7 @@ class Delivery:
                 logger.exception("CutMeShort outbox %s: on_failure raised; delivery goes on", self._store.path)
         self._store.failed(event, dict(result), attempted=attempted)
 
-    def _storage_failed(self, exc: sqlite3.Error) -> None:
+    def _storage_failed(self, exc: StorageError) -> None:
         if not self._storage_trouble:
             self._storage_trouble = True
             logger.error(

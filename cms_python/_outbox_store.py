@@ -9,34 +9,43 @@ holder of its claim (`claim_owner` until `claim_expires`).
 `events` holds the `pending` events (to send) and the `failed` ones (a permanent refusal, or expired; kept until
 retried or purged). A delivered event leaves it for `delivered`, which keeps its idempotency key and a
 fingerprint of its content for `DELIVERED_MEMORY`, so that the same event queued again is recognised.
-An enqueue writes three pages (the row, its key and its customer in their indexes): every count is kept by
-triggers on the delivery side, in `counters`, with `next_send_at`, the earliest time any process may send again
-(pacing, and the wait a 429 or an outage asks for). `seq` numbers never come back: an event takes the highest
-`seq` ever given (the table's highest, or `counters.high_water` once that row left) plus one, so it also counts
-every event ever queued.
+`heads` holds the oldest pending event of each customer, the only one of its customer that may be sent: a claim
+reads it in `seq` order, so its cost does not grow with a customer's backlog. Triggers keep it, and every count
+(in `counters`), as events come and go. `counters` also holds `next_send_at`, the earliest time any process may
+send again (pacing, and the wait a 429 or an outage asks for), and `hold_length`, how long that wait was when it
+was set: a wait found longer than that was set before the wall clock went back, and is cut to it. `seq` numbers
+never come back: an event takes the highest `seq` ever given (the table's highest, or `counters.high_water` once
+that row left) plus one, so it also counts every event ever queued.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import socket
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 #: "CMSo" in the header's application_id field: tells an outbox from any other SQLite file.
 APPLICATION_ID = 0x434D536F
-#: The schema written here (PRAGMA user_version); a file with a higher one is from a newer SDK and refused.
-SCHEMA_VERSION = 1
+#: The schema written here (PRAGMA user_version); a file with a higher one is from a newer SDK and refused, one
+#: with a lower one is brought up to this one when opened.
+SCHEMA_VERSION = 2
 #: How long the keys (and content fingerprints) of delivered events are remembered.
 DELIVERED_MEMORY = 30 * 24 * 3600.0
-#: How long a claim holds an event for its process. A process that exits or closes releases its claims at
-#: once, and one that died on this host is noticed; only a claim of a process on another host runs this long.
-LEASE = 300.0
+#: How long a claim holds an event for its process unless the process renews it. A process that exits or closes
+#: releases its claims at once, and one that died on this host is noticed; only a claim of a process on another
+#: host, or of one that hangs, runs this long.
+LEASE = 60.0
+#: The longest wait the outbox ever asks for (a backoff, a Retry-After honoured): an event due later than this
+#: was scheduled before the wall clock went back, and is due now.
+LONGEST_WAIT = 300.0
 #: How long a transaction waits for another process's to end before the operation fails.
 BUSY_TIMEOUT = 10.0
 #: WAL pages past which a commit checkpoints by itself: only when no delivery thread has done it (each does, every
@@ -44,7 +53,7 @@ BUSY_TIMEOUT = 10.0
 AUTOCHECKPOINT_PAGES = 10_000
 MEMORY = ":memory:"
 
-_SCHEMA = """
+_EVENTS = """
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -83,6 +92,32 @@ CREATE TRIGGER count_delivered AFTER INSERT ON delivered BEGIN
     UPDATE counters SET value = value + 1 WHERE name = 'delivered';
 END;
 """
+# Version 2: each customer's head (the oldest pending event), and the length of the last hold.
+_HEADS = """
+CREATE TABLE heads (seq INTEGER PRIMARY KEY, customer TEXT NOT NULL UNIQUE);
+INSERT INTO heads SELECT min(seq), customer FROM events WHERE state = 'pending' GROUP BY customer;
+INSERT INTO counters VALUES ('hold_length', 0.0);
+CREATE TRIGGER head_of_a_new_event AFTER INSERT ON events BEGIN
+    INSERT OR IGNORE INTO heads VALUES (NEW.seq, NEW.customer);
+END;
+CREATE TRIGGER head_deleted AFTER DELETE ON events WHEN OLD.state = 'pending' BEGIN
+    DELETE FROM heads WHERE seq = OLD.seq;
+    INSERT OR IGNORE INTO heads
+    SELECT seq, customer FROM events WHERE customer = OLD.customer AND state = 'pending' ORDER BY seq LIMIT 1;
+END;
+CREATE TRIGGER head_failed AFTER UPDATE OF state ON events WHEN OLD.state = 'pending' AND NEW.state != 'pending'
+BEGIN
+    DELETE FROM heads WHERE seq = OLD.seq;
+    INSERT OR IGNORE INTO heads
+    SELECT seq, customer FROM events WHERE customer = OLD.customer AND state = 'pending' ORDER BY seq LIMIT 1;
+END;
+CREATE TRIGGER head_retried AFTER UPDATE OF state ON events WHEN OLD.state != 'pending' AND NEW.state = 'pending'
+BEGIN
+    DELETE FROM heads WHERE customer = NEW.customer AND seq > NEW.seq;
+    INSERT OR IGNORE INTO heads VALUES (NEW.seq, NEW.customer);
+END;
+"""
+_MIGRATIONS = {0: _EVENTS + _HEADS, 1: _HEADS}
 # The highest seq ever given; pending events: every event ever queued less those that left `pending`.
 _LAST_SEQ = """
 max(coalesce((SELECT max(seq) FROM events), 0), (SELECT value FROM counters WHERE name = 'high_water'))
@@ -96,19 +131,34 @@ WHERE {_PENDING} < ?7
   AND NOT EXISTS (SELECT 1 FROM delivered WHERE idempotency_key = ?2)
 """  # noqa: S608 - constant text
 _COLUMNS = "seq, kind, idempotency_key, body, stamped_at, queued_at, attempts, result"
-# In SQL rather than Python: past a customer whose oldest event waits, its later ones are skipped by SQLite (which
-# lets other threads run meanwhile), however many there are. A retry due more than 1000 s from now (longer than
-# any wait the outbox asks for) was scheduled before the wall clock went back: it is due now.
-_SENDABLE = """
-SELECT seq FROM events AS e
-WHERE state = 'pending' AND (not_before <= :now OR not_before > :now + 1000)
-  AND (claim_expires IS NULL OR claim_expires <= :now OR claim_owner = :owner)
-  AND NOT EXISTS (
-    SELECT 1 FROM events AS earlier
-    WHERE earlier.state = 'pending' AND earlier.customer = e.customer AND earlier.seq < e.seq
-  )
-ORDER BY seq LIMIT :limit
-"""
+# Only heads can be sent: the scan skips, at most, the heads that wait for a retry or are claimed by another
+# process, however long each customer's backlog. CROSS JOIN keeps `heads` (in seq order) the outer loop.
+_SENDABLE = f"""
+SELECT e.seq FROM heads AS h CROSS JOIN events AS e ON e.seq = h.seq
+WHERE (e.not_before <= :now OR e.not_before > :now + {LONGEST_WAIT})
+  AND (e.claim_expires IS NULL OR e.claim_expires <= :now OR e.claim_owner = :owner)
+ORDER BY h.seq LIMIT :limit
+"""  # noqa: S608 - constant text
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class StorageError(Exception):
+    """The outbox's storage failed: the file cannot be read or written (disk full, read-only, locked too long,
+    moved away). The message says why, and never holds a secret."""
+
+
+def _storage(method: Callable[Concatenate[Store, _P], _R]) -> Callable[Concatenate[Store, _P], _R]:
+    """`method`, raising `StorageError` for what SQLite raises: the rest of the outbox never sees `sqlite3`."""
+
+    @functools.wraps(method)
+    def guarded(self: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StorageError(str(exc)) from exc
+
+    return guarded
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,12 +181,13 @@ class StoredEvent:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """What `Store.claim` found: events now held for the caller; else `hold` seconds until any process may send
-    again (0: not held), and how many events are pending in the whole file."""
+    """What `Store.claim` found: events now held for the caller until `expires` (unless renewed); else `hold`
+    seconds until any process may send again (0: not held), and how many events are pending in the whole file."""
 
     events: list[StoredEvent]
     hold: float
     pending: int
+    expires: float = 0.0
 
 
 class Full(Exception):
@@ -190,14 +241,15 @@ def _is_dead(owner: str) -> bool:
 
 
 class Store:
-    """The outbox file (or an in-memory database), opened, checked and ready.
+    """The outbox file (or an in-memory database), opened, checked and ready. `lease`: seconds a claim lasts.
 
     Raises `ValueError` (naming the path) when the file is not an outbox, is corrupt, or was written by a newer
-    SDK; `OSError` when it cannot be created or opened.
+    SDK; `OSError` when it cannot be created or opened. Its methods raise `StorageError` when storage fails.
     """
 
-    def __init__(self, path: str, durability: Literal["process", "power"]) -> None:
+    def __init__(self, path: str, durability: Literal["process", "power"], *, lease: float = LEASE) -> None:
         self.path = path
+        self.lease = lease
         # Reentrant: `Outbox._batch` holds it around many enqueues, which take it too.
         self.lock = threading.RLock()
         #: Held while using the delivery thread's connection: like `lock`, taken by the fork handler, so that no
@@ -205,9 +257,11 @@ class Store:
         self.reader_lock = threading.Lock()
         self._reader: sqlite3.Connection | None = None
         self._durability = durability
+        self._identity: tuple[int, int] | None = None
         if path == MEMORY:
             self.connection = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
-            self.connection.executescript(_SCHEMA)
+            for statement in _statements(_MIGRATIONS[0]):
+                self.connection.execute(statement)
             self._set_identity()
             return
         _create_owner_only(path)
@@ -217,6 +271,7 @@ class Store:
             raise OSError(f"Cannot open the outbox {path}: {exc}") from None
         try:
             self._open(durability)
+            self._identity = _file_identity(path)
         except BaseException:
             self.connection.close()
             raise
@@ -228,8 +283,9 @@ class Store:
             self.connection.execute("PRAGMA journal_mode = WAL")
             self._tune(self.connection)
             with self.transaction():
-                if self._check() == "new":  # checked again: another process may have set it up meanwhile
-                    for statement in _statements(_SCHEMA):
+                version = self._check()  # checked again: another process may have set it up meanwhile
+                if version < SCHEMA_VERSION:
+                    for statement in _statements(_MIGRATIONS[version]):
                         self.connection.execute(statement)
                     self._set_identity()
             self.connection.execute("SELECT value FROM counters").fetchall()
@@ -257,6 +313,7 @@ class Store:
             self._tune(self._reader)
         return self._reader
 
+    @_storage
     def checkpoint(self) -> None:
         """Copy the WAL into the database (PASSIVE: never waits for, nor blocks, the other connections), on the
         delivery thread's connection, so that enqueues go on meanwhile."""
@@ -265,14 +322,15 @@ class Store:
         with self.reader_lock:
             self._reading().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
-    def _check(self) -> Literal["new", "ours"]:
-        """Whether the file is empty (a new outbox) or an outbox this SDK reads; `ValueError` otherwise."""
+    def _check(self) -> int:
+        """The file's schema version (0: an empty file, a new outbox); `ValueError` for a file this SDK cannot
+        read."""
         connection = self.connection
         application_id = connection.execute("PRAGMA application_id").fetchone()[0]
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         objects = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if application_id == 0 and version == 0 and objects == 0:
-            return "new"
+            return 0
         if application_id != APPLICATION_ID:
             raise ValueError(
                 f"{self.path} is an SQLite database but not a CutMeShort outbox; it was left as it is. "
@@ -283,7 +341,7 @@ class Store:
                 f"{self.path} is an outbox written by a newer cms-python-client (schema version {version}; this "
                 f"one reads up to {SCHEMA_VERSION}). Upgrade cms-python-client to deliver its events."
             )
-        return "ours"
+        return int(version)
 
     def _set_identity(self) -> None:
         self.connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -291,25 +349,53 @@ class Store:
 
     def transaction(self) -> _Transaction:
         """`with store.transaction():` a write transaction (BEGIN IMMEDIATE), committed or rolled back."""
-        return _Transaction(self.connection)
+        return _Transaction(self)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """`with store.batch():` the enqueues in the block share one transaction, so one commit. `StorageError`
+        when the commit fails or the file was moved meanwhile: then nothing of the block is stored where the next
+        `Outbox` on the path looks."""
+        with self.lock:
+            try:
+                with self.transaction():
+                    yield
+            except sqlite3.Error as exc:
+                raise StorageError(str(exc)) from exc
+            self.check_in_place()
+
+    def check_in_place(self) -> None:
+        """`StorageError` unless the path still names the file this store has open: once the file is moved or
+        deleted, what is written to it is where the next `Outbox` on the path never looks."""
+        if self._identity is not None and _file_identity(self.path) != self._identity:
+            raise StorageError(
+                f"{self.path} no longer names the outbox's file (it was moved or deleted while open): nothing more "
+                "is stored in it. Start a new Outbox on the path; events already in the moved file are delivered "
+                "by an Outbox opened on it."
+            )
 
     # -- enqueue ------------------------------------------------------------------------------------------------
 
+    @_storage
     def enqueue(
         self, kind: str, key: str, customer: str, body: str, *, stamped_at: float | None, now: float, max_pending: int
     ) -> tuple[str, bool]:
         """Store a pending event in one statement (its own transaction): `(event_id, duplicate)`.
 
         An event with the same key and content already stored gives its id and `duplicate` True. Raises `Full`,
-        `KeyReused`, or `sqlite3.Error` (storage failure).
+        `KeyReused`, or `StorageError` (storage failure, or the file was moved: see `check_in_place`).
         """
         with self.lock:
             cursor = self.connection.execute(_ENQUEUE, (kind, key, customer, body, stamped_at, now, max_pending))
             if cursor.rowcount == 1:
-                return str(cursor.lastrowid), False
-            return self._not_inserted(
-                kind, key, customer, body, stamped_at=stamped_at, now=now, max_pending=max_pending
-            )
+                found = str(cursor.lastrowid), False
+            else:
+                found = self._not_inserted(
+                    kind, key, customer, body, stamped_at=stamped_at, now=now, max_pending=max_pending
+                )
+            # After the write: a file moved at any moment before it returned may hold the event.
+            self.check_in_place()
+            return found
 
     def _not_inserted(
         self, kind: str, key: str, customer: str, body: str, *, stamped_at: float | None, now: float, max_pending: int
@@ -338,8 +424,10 @@ class Store:
 
     # -- delivery -----------------------------------------------------------------------------------------------
 
+    @_storage
     def claim(self, owner: str, now: float, limit: int, interval: float | None) -> Claim:
-        """Hold up to `limit` sendable events for `owner` (one transaction), unless sending must wait.
+        """Hold up to `limit` sendable events for `owner` (one transaction) for `lease` seconds, unless sending
+        must wait.
 
         Sendable: pending, not waiting for a retry, not claimed by a live claim (the caller's own are stale: it
         claims only with nothing in flight), and the oldest pending event of its customer, so that a later event
@@ -348,12 +436,16 @@ class Store:
         takes the next slot.
         """
         with self.reader_lock, self.lock if self.path == MEMORY else contextlib.nullcontext():
-            # Looking is a read, on the delivery thread's connection: the scan can take a while with a long queue.
+            # Looking is a read, on the delivery thread's connection, so that enqueues go on meanwhile.
             reader = self._reading()
-            pending, next_send_at = reader.execute(
-                f"SELECT {_PENDING}, (SELECT value FROM counters WHERE name = 'next_send_at')"  # noqa: S608
+            pending, next_send_at, hold_length = reader.execute(
+                f"SELECT {_PENDING}, "  # noqa: S608
+                "(SELECT value FROM counters WHERE name = 'next_send_at'), "
+                "(SELECT value FROM counters WHERE name = 'hold_length')"
             ).fetchone()
-            hold = _hold(next_send_at, now, interval)
+            if next_send_at - now > hold_length:
+                return self._clock_went_back(now, hold_length, pending)
+            hold = max(next_send_at - now, 0.0)
             if hold or not pending:
                 return Claim([], hold, pending)
             chosen = [seq for (seq,) in reader.execute(_SENDABLE, {"now": now, "limit": limit, "owner": owner})]
@@ -361,33 +453,71 @@ class Store:
             return Claim([], 0.0, pending)
         return self._take(chosen, owner, now, interval, pending)
 
+    def _clock_went_back(self, now: float, hold_length: float, pending: int) -> Claim:
+        """The pace asks for a longer wait than it was set with: the wall clock went back since. Wait what it was
+        set with, from now."""
+        with self.lock:
+            self.connection.execute("UPDATE counters SET value = ? WHERE name = 'next_send_at'", (now + hold_length,))
+        return Claim([], hold_length, pending)
+
     def _take(self, chosen: list[int], owner: str, now: float, interval: float | None, pending: int) -> Claim:
         """Claim the events found, in a short write transaction: those another process took since are left out,
         and nothing is taken if another process took the next sending slot meanwhile."""
         seqs = json.dumps(chosen)
+        expires = now + self.lease
         with self.lock, self.transaction():
             connection = self.connection
             (next_send_at,) = connection.execute("SELECT value FROM counters WHERE name = 'next_send_at'").fetchone()
-            hold = _hold(next_send_at, now, interval)
-            if hold:
-                return Claim([], hold, pending)
+            if next_send_at > now:
+                return Claim([], next_send_at - now, pending)
             connection.execute(
                 "UPDATE events SET claim_owner = :owner, claim_expires = :expires "
                 "WHERE seq IN (SELECT value FROM json_each(:seqs)) AND state = 'pending' "
                 "AND (claim_expires IS NULL OR claim_expires <= :now OR claim_owner = :owner)",
-                {"owner": owner, "expires": now + LEASE, "seqs": seqs, "now": now},
+                {"owner": owner, "expires": expires, "seqs": seqs, "now": now},
             )
             rows = connection.execute(
                 f"SELECT {_COLUMNS} FROM events WHERE seq IN (SELECT value FROM json_each(?)) "  # noqa: S608
                 "AND claim_owner = ? AND claim_expires = ? ORDER BY seq",
-                (seqs, owner, now + LEASE),
+                (seqs, owner, expires),
             ).fetchall()
             if rows and interval is not None:
-                connection.execute(
-                    "UPDATE counters SET value = ? WHERE name = 'next_send_at'", (now + interval * len(rows),)
-                )
-            return Claim([StoredEvent(*row) for row in rows], 0.0, pending)
+                self._hold_until(now, now + interval * len(rows))
+            return Claim([StoredEvent(*row) for row in rows], 0.0, pending, expires)
 
+    def _hold_until(self, now: float, until: float) -> None:
+        """In a transaction: no process sends before `until` (or the later time already set)."""
+        connection = self.connection
+        (next_send_at,) = connection.execute("SELECT value FROM counters WHERE name = 'next_send_at'").fetchone()
+        if until > next_send_at:
+            connection.executemany(
+                "UPDATE counters SET value = ? WHERE name = ?",
+                ((until, "next_send_at"), (until - now, "hold_length")),
+            )
+
+    @_storage
+    def renew(self, owner: str, events: list[StoredEvent], now: float) -> tuple[list[StoredEvent], float]:
+        """Extend `owner`'s claims on `events` to `lease` seconds from `now`: the events still held (a claim that
+        lapsed may have been taken over: those must not be sent), and the new expiry."""
+        expires = now + self.lease
+        seqs = json.dumps([event.seq for event in events])
+        with self.lock, self.transaction():
+            self.connection.execute(
+                "UPDATE events SET claim_expires = ? WHERE seq IN (SELECT value FROM json_each(?)) "
+                "AND claim_owner = ? AND state = 'pending'",
+                (expires, seqs, owner),
+            )
+            held = {
+                seq
+                for (seq,) in self.connection.execute(
+                    "SELECT seq FROM events WHERE seq IN (SELECT value FROM json_each(?)) AND claim_owner = ? "
+                    "AND claim_expires = ?",
+                    (seqs, owner, expires),
+                )
+            }
+        return [event for event in events if event.seq in held], expires
+
+    @_storage
     def delivered(self, events: list[StoredEvent], now: float) -> None:
         """Move claimed events to `delivered` (one transaction): their bodies go, their keys and fingerprints stay
         for `DELIVERED_MEMORY`."""
@@ -402,6 +532,7 @@ class Store:
                         (event.idempotency_key, event.seq, print_, now),
                     )
 
+    @_storage
     def failed(self, event: StoredEvent, result: dict[str, Any], *, attempted: bool) -> None:
         """Move a claimed event to failed with its last result."""
         with self.lock:
@@ -411,7 +542,10 @@ class Store:
                 (json.dumps(result), int(attempted), event.seq),
             )
 
-    def retry_later(self, event: StoredEvent, result: dict[str, Any], not_before: float, hold_until: float) -> None:
+    @_storage
+    def retry_later(
+        self, event: StoredEvent, result: dict[str, Any], *, now: float, not_before: float, hold_until: float
+    ) -> None:
         """Keep a claimed event pending, sendable from `not_before`; no process sends anything before
         `hold_until` (the server's Retry-After, or the backoff of an outage)."""
         with self.lock, self.transaction():
@@ -420,10 +554,9 @@ class Store:
                 "claim_owner = NULL, claim_expires = NULL WHERE seq = ? AND state = 'pending'",
                 (not_before, json.dumps(result), event.seq),
             )
-            self.connection.execute(
-                "UPDATE counters SET value = max(value, ?) WHERE name = 'next_send_at'", (hold_until,)
-            )
+            self._hold_until(now, hold_until)
 
+    @_storage
     def release(self, events: list[StoredEvent]) -> None:
         """Give up claims without sending (a pause, a stop)."""
         if events:
@@ -434,6 +567,7 @@ class Store:
                     (json.dumps([event.seq for event in events]),),
                 )
 
+    @_storage
     def release_owner(self, owner: str, *, keep: int | None = None) -> None:
         """Give up every claim of `owner`, but that of the event `keep` (one on the wire)."""
         with self.lock:
@@ -442,6 +576,7 @@ class Store:
                 (owner, keep),
             )
 
+    @_storage
     def release_dead_owners(self, now: float) -> int:
         """Free the claims of processes of this host that died (kill -9, OOM) without waiting for their lease."""
         with self.lock:
@@ -458,6 +593,7 @@ class Store:
                 )
             return len(dead)
 
+    @_storage
     def forget_deliveries(self, before: float) -> None:
         """Delete the rows of events delivered before `before`, a batch per transaction."""
         while True:
@@ -472,6 +608,7 @@ class Store:
 
     # -- inspection and maintenance -----------------------------------------------------------------------------
 
+    @_storage
     def counts(self) -> dict[str, int]:
         """pending, failed, delivered (ever) in the whole file."""
         with self.lock:
@@ -481,19 +618,20 @@ class Store:
             ).fetchone()
         return {"pending": int(pending), "failed": int(failed), "delivered": int(delivered)}
 
+    @_storage
     def last_seq(self) -> int:
         with self.lock:
             row = self.connection.execute(f"SELECT {_LAST_SEQ}").fetchone()
         return int(row[0])
 
+    @_storage
     def pending_through(self, seq: int) -> bool:
         """Whether any event up to `seq` is still pending."""
         with self.lock:
-            row = self.connection.execute(
-                "SELECT EXISTS (SELECT 1 FROM events WHERE state = 'pending' AND seq <= ?)", (seq,)
-            ).fetchone()
+            row = self.connection.execute("SELECT EXISTS (SELECT 1 FROM heads WHERE seq <= ?)", (seq,)).fetchone()
         return bool(row[0])
 
+    @_storage
     def failed_events(self) -> list[StoredEvent]:
         with self.lock:
             rows = self.connection.execute(
@@ -501,6 +639,7 @@ class Store:
             ).fetchall()
         return [StoredEvent(*row) for row in rows]
 
+    @_storage
     def retry_failed(self) -> int:
         """Move every failed event back to pending, to be sent as soon as possible."""
         with self.lock:
@@ -508,6 +647,7 @@ class Store:
                 "UPDATE events SET state = 'pending', attempts = 0, not_before = 0 WHERE state = 'failed'"
             ).rowcount
 
+    @_storage
     def purge_failed(self) -> int:
         """Delete every failed event (their keys are forgotten too)."""
         with self.lock:
@@ -524,32 +664,38 @@ class Store:
 class _Transaction:
     """A write transaction; inside one already open (`Outbox._batch`), a savepoint in it."""
 
-    __slots__ = ("_connection", "_nested")
+    __slots__ = ("_nested", "_store")
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._connection = connection
+    def __init__(self, store: Store) -> None:
+        self._store = store
         self._nested = False
 
     def __enter__(self) -> None:
-        self._nested = self._connection.in_transaction
-        self._connection.execute("SAVEPOINT nested" if self._nested else "BEGIN IMMEDIATE")
+        connection = self._store.connection
+        self._nested = connection.in_transaction
+        connection.execute("SAVEPOINT nested" if self._nested else "BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: object) -> None:
+        connection = self._store.connection
         if self._nested:
             if exc_type is not None:
-                self._connection.execute("ROLLBACK TO nested")
-            self._connection.execute("RELEASE nested")
+                connection.execute("ROLLBACK TO nested")
+            connection.execute("RELEASE nested")
         elif exc_type is None:
-            self._connection.execute("COMMIT")
-        elif self._connection.in_transaction:
-            self._connection.execute("ROLLBACK")
+            connection.execute("COMMIT")
+        elif connection.in_transaction:
+            connection.execute("ROLLBACK")
 
 
-def _hold(next_send_at: float, now: float, interval: float | None) -> float:
-    """Seconds until any process may send again (0: now). A wait longer than any an outbox asks for is a
-    wall-clock jump backwards, and ignored."""
-    hold = next_send_at - now
-    return hold if 0 < hold <= max(1000.0, 2 * (interval or 0)) else 0.0
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """The device and inode that `path` names now; None once nothing does."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError(f"Cannot look at {path}: {exc}") from None
+    return status.st_dev, status.st_ino
 
 
 def _statements(script: str) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 
 def printable(text: str) -> str:
     """`text` with every character that is not printable escaped as in a Python string literal (`\\x1b`,
@@ -19,3 +21,33 @@ def _escaped(character: str) -> str:
     if code < 0x10000:
         return f"\\u{code:04x}"
     return f"\\U{code:08x}"
+
+
+class _Escaping(logging.Filter):
+    """Escapes a record's whole message with `printable`, whatever its arguments hold."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a record that cannot be formatted is logging's to report, not ours
+            return True
+        if not message.isprintable():
+            record.msg, record.args = printable(message), None
+        return True
+
+
+_ESCAPING = _Escaping()
+# A library logs only where the app configured logging (no "last resort" output to stderr).
+_NO_OUTPUT = logging.NullHandler()
+
+
+def sdk_logger(name: str) -> logging.Logger:
+    """The logger `name` ("cms_python" or below), for every record the SDK writes: each record's message is
+    escaped with `printable` before any handler sees it, since a server's text (an error `type`), a path or a
+    visitor's value can hold a line break that would forge log lines. A filter acts only on its own logger's
+    records, so every logger of the SDK is made here."""
+    logger = logging.getLogger(name)
+    logger.addFilter(_ESCAPING)  # adding it again is a no-op
+    if name == "cms_python":
+        logger.addHandler(_NO_OUTPUT)
+    return logger

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import re
 import threading
 import weakref
@@ -196,3 +197,15 @@ def _count_out_forgotten() -> None:
 def _publish() -> None:
     global _secrets  # noqa: PLW0603 - one registry per process, as the loggers are
     _secrets = tuple(_secret(token) for token in _clients_per_token)
+
+
+def _after_fork_in_child() -> None:
+    # The registry's lock was held across the fork (below), so the registry is whole; but a pattern's lock may
+    # have been held by a thread the child does not have: new patterns, with locks of their own.
+    _secret.cache_clear()
+    _publish()
+    _lock.release()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(before=_lock.acquire, after_in_parent=_lock.release, after_in_child=_after_fork_in_child)

@@ -91,7 +91,7 @@ class OwnClient(httpx.Client):
         self._through = transport if isinstance(transport, ThroughClient) else None
         _construct(super().__init__, settings, self._read)
         self._joined_paths = _JoinedPaths()
-        self._budget = _budget(self.timeout)
+        self._budget = attempt_budget(self.timeout)
         if transport is None:
             _bound_by_deadline(self, _DeadlineBackend)
 
@@ -133,7 +133,7 @@ class OwnAsyncClient(httpx.AsyncClient):
         self._through = transport if isinstance(transport, ThroughAsyncClient) else None
         _construct(super().__init__, settings, self._read)
         self._joined_paths = _JoinedPaths()
-        self._budget = _budget(self.timeout)
+        self._budget = attempt_budget(self.timeout)
         if transport is None:
             _bound_by_deadline(self, _AsyncDeadlineBackend)
 
@@ -256,7 +256,7 @@ def _construct(init: Callable[..., None], settings: dict[str, Any], read: Callab
         ) from None
 
 
-def _budget(timeout: httpx.Timeout) -> float | None:
+def attempt_budget(timeout: httpx.Timeout) -> float | None:
     """How long an attempt may take: its phases' timeouts added up; None (no deadline) when one is unbounded."""
     phases = (timeout.connect, timeout.write, timeout.read, timeout.pool)
     return None if None in phases else sum(phase for phase in phases if phase is not None)

@@ -11,7 +11,9 @@ import os
 import sys
 import time
 
-from cms_python import Outbox
+import httpx
+
+from cms_python import CMSClient, Outbox
 
 TOKEN = "outbox-child-token-7c2d"  # looked for in the file by the tests
 EVENTS = 2000
@@ -31,13 +33,14 @@ def event(index: int) -> tuple[str, dict[str, object]]:
     return "track_lead", {**common, "click_id": "c"}
 
 
-def enqueue(outbox: Outbox, indexes: range, pause: float = 0.0) -> None:
+def enqueue(outbox: Outbox, indexes: range, pause: float = 0.0, *, quiet: bool = False) -> None:
     for index in indexes:
         method, arguments = event(index)
         result = getattr(outbox, method)(**arguments)
         if not result["success"]:
             raise SystemExit(f"event {index} not queued: {result}")
-        print(index, flush=True)
+        if not quiet:
+            print(index, flush=True)
         if pause:
             time.sleep(pause)
 
@@ -71,8 +74,24 @@ def main(mode: str, path: str, host: str, *args: str) -> None:
         _, status = os.waitpid(pid, 0)
         print(json.dumps({"flushed": flushed, "child_status": status, **outbox.stats()}), flush=True)
         outbox.close()
+    elif mode == "slow-batch":  # enqueue COUNT events with a 3 s lease, say "claimed" once sending, flush
+        client = CMSClient(TOKEN, host, timeout=httpx.Timeout(0.25))  # an attempt takes 1 s at most
+        outbox = Outbox(path, client=client, rate_limit=None, lease=3.0)
+        enqueue(outbox, range(int(args[0])), quiet=True)
+        while not outbox.stats()["delivered"] and not _sending(outbox):
+            time.sleep(0.01)
+        print("claimed", flush=True)
+        flushed = outbox.flush(timeout=60)
+        print(json.dumps({"flushed": flushed, **outbox.stats()}), flush=True)
+        outbox.close()
+        client.close()
     else:
         raise SystemExit(f"unknown mode {mode}")
+
+
+def _sending(outbox: Outbox) -> bool:
+    delivery = outbox._delivery
+    return delivery is not None and delivery.in_flight is not None
 
 
 if __name__ == "__main__":

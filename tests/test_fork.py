@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
+import time
 import warnings
 from typing import Any
 
 import pytest
+
+from cms_python import CMSClient, _redaction
 
 from .conftest import LEAD, key_of
 
@@ -60,3 +64,45 @@ def test_every_forked_child_has_connections_of_its_own_and_loses_nothing(face, s
     assert last == first
     assert first not in from_children
     assert len(set(from_children)) == CHILDREN
+
+
+@pytest.mark.parametrize("lock", ["registry", "pattern"])
+def test_a_fork_while_another_thread_holds_a_redaction_lock_leaves_the_child_working(lock: str) -> None:
+    token = f"fork-token-{lock}-0123456789"
+    keep = CMSClient(token=token)  # the token is looked for in library records: its pattern is cached
+    held = _redaction._lock if lock == "registry" else _redaction._secret(token)._pattern._lock
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with held:
+            taken.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    taken.wait(10)
+    threading.Timer(0.3, release.set).start()  # a fork handler may wait for it: it is released soon
+    pid = fork()
+    if pid == 0:
+        status = 1
+        try:
+            with CMSClient(token=token) as client:
+                assert _redaction.redact({"echo": token}, token) == {"echo": _redaction.REDACTED}
+                assert client.track_lead(click_id="c", event_name="e", customer_external_id="u")["success"] is False
+            status = 0
+        finally:
+            os._exit(status)
+    release.set()
+    holder.join()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        finished, status = os.waitpid(pid, os.WNOHANG)
+        if finished:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the child hung on a lock its parent's thread held at the fork")
+    assert os.waitstatus_to_exitcode(status) == 0
+    keep.close()

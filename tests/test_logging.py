@@ -3,15 +3,19 @@ never the token, and no request values above DEBUG."""
 
 from __future__ import annotations
 
+import ast
 import gc
 import logging
 import re
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
-from cms_python import CMSClient, _redaction
+import cms_python
+import cms_python.integrations
+from cms_python import CMSClient, Outbox, _redaction
 
 from .conftest import TOKEN
 from .servers import SUCCESS, RawServer, Reply
@@ -315,3 +319,45 @@ def test_logger_has_a_null_handler_and_propagates():
     logger = logging.getLogger(LOGGER)
     assert any(isinstance(h, logging.NullHandler) for h in logger.handlers)
     assert logger.propagate
+
+
+FORGED = "bad\nCRITICAL cms_python: FORGED line"
+
+
+@pytest.mark.parametrize("status", [422, 401])
+def test_the_outbox_log_lines_escape_what_the_server_sent(server, logs, status):
+    server.default = Reply(status=status, body={"success": False, "error": FORGED, "type": FORGED})
+    with Outbox(":memory:", TOKEN, server.url, rate_limit=None) as outbox:
+        outbox.track_lead(**LEAD)
+        outbox.flush(timeout=10)
+        outbox.close(timeout=0)
+    outbox_lines = [r.getMessage() for r in sdk_records(logs) if "outbox" in r.getMessage()]
+    assert outbox_lines, "the outbox logged nothing about the refusal"
+    for record in sdk_records(logs):
+        message = record.getMessage()
+        assert message.isprintable(), message
+        assert "\nCRITICAL" not in message
+
+
+def test_every_logger_of_the_sdk_escapes_its_records():
+    # Every record of the SDK goes through one escaping filter, attached where the SDK's loggers are made: a
+    # module that made its own logger, or logged through the logging module itself, would bypass it.
+    package = Path(cms_python.__file__).parent
+    offenders = []
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "logging"
+                and node.func.attr in {"getLogger", "debug", "info", "warning", "error", "exception", "critical", "log"}
+                and path.name not in {"_printable.py", "_redaction.py"}
+            ):
+                offenders.append(f"{path.relative_to(package)}:{node.lineno}")
+    assert not offenders, "use _printable.sdk_logger(): " + ", ".join(offenders)
+    for name in ("cms_python", "cms_python.integrations"):
+        record = logging.LogRecord(name, logging.WARNING, __file__, 1, "type %s", (FORGED,), None)
+        assert logging.getLogger(name).filter(record)
+        assert record.getMessage().isprintable()

@@ -23,8 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
-from cms_python import CMSClient, FailedEvent, Outbox
+from cms_python import CMSClient, FailedEvent, Outbox, _outbox_store
 from cms_python._outbox_delivery import MAX_BACKOFF
+from cms_python._outbox_store import SCHEMA_VERSION, Store
 from cms_python.testing import SANDBOX_HOST, Sandbox
 
 from .conftest import LEAD, SALE, TOKEN
@@ -487,7 +488,7 @@ def test_a_file_from_a_newer_version_is_refused(make, tmp_path: Path) -> None:
     outbox, _ = make(path)
     outbox.close()
     with sqlite3.connect(path) as connection:
-        connection.execute("PRAGMA user_version = 2")
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(ValueError, match="newer cms-python-client") as raised:
         Outbox(path, TOKEN)
     assert str(path) in str(raised.value)
@@ -628,3 +629,114 @@ def test_event_ids_are_never_given_twice(make, cms_sandbox: Sandbox) -> None:
     assert outbox.purge_failed() == 1  # the newest row is gone too: its id must not come back
     later = outbox.track_lead(**lead(customer_external_id="c"))["data"]["event_id"]
     assert int(delivered) < int(purged) < int(later)
+
+
+def test_close_keeps_the_claims_of_events_already_delivered(tmp_path: Path) -> None:
+    # Unpaced, one claim covers a batch. The first outbox delivers five events of it, then its sixth request
+    # hangs, and it closes without waiting: the five must not be sent again by the second outbox on the file.
+    server = LoopbackServer()
+    server.queue(*[Reply()] * 5, Reply(delay=3))
+    path = tmp_path / "o.sqlite3"
+    try:
+        first = Outbox(path, TOKEN, server.url, rate_limit=None)
+        for number in range(20):
+            first.track_lead(**lead(customer_external_id=f"c{number}", idempotency_key=f"k{number}"))
+        deadline = time.monotonic() + 10
+        while len(server.requests) < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        first.close(timeout=0)
+        with Outbox(path, TOKEN, server.url, rate_limit=None) as second:
+            assert second.flush(timeout=20)
+        keys = [request.headers["Idempotency-Key"] for request in server.requests]
+        assert sorted(keys) == sorted(f"k{number}" for number in range(20)), "some events were sent twice"
+    finally:
+        server.close()
+
+
+def test_a_file_moved_or_deleted_under_the_outbox_refuses_to_acknowledge(tmp_path: Path) -> None:
+    for how in ("moved", "deleted"):
+        path = tmp_path / f"{how}.sqlite3"
+        with Outbox(path, TOKEN, "http://127.0.0.1:9", rate_limit=None) as outbox:
+            assert outbox.track_lead(**lead(customer_external_id="before"))["success"]
+            for suffix in ("", "-wal", "-shm"):
+                source = tmp_path / f"{how}.sqlite3{suffix}"
+                if how == "moved":
+                    source.rename(tmp_path / f"elsewhere-{how}.sqlite3{suffix}")
+                else:
+                    source.unlink()
+            result = outbox.track_lead(**lead(customer_external_id="after"))
+            assert (result["success"], result["type"]) == (False, "storage_error"), how
+            assert str(path) in result["error"]
+            assert f"was {how}" in result["error"] or "no longer" in result["error"]
+            outbox.close(timeout=0)
+        # What the next process on the path finds: not the refused event.
+        with Outbox(path, TOKEN, "http://127.0.0.1:9") as later:
+            assert later.stats()["pending"] == 0
+            later.close(timeout=0)
+
+
+def test_a_wall_clock_stepped_back_does_not_stall_pacing(make, cms_sandbox: Sandbox) -> None:
+    outbox, clock = make(rate_limit=60)
+    recorder = Recorder(outbox, clock)
+    outbox.track_lead(**lead(customer_external_id="a"))
+    assert outbox.flush(timeout=10)
+    clock.time -= 900  # NTP steps the clock back 15 minutes
+    stepped_at = clock.time
+    outbox.track_lead(**lead(customer_external_id="b"))
+    assert outbox.flush(timeout=10)
+    _, second = recorder.times()
+    # A pace of one second waited for at most twice (once after the first send), not the 900 s of the step.
+    assert second - stepped_at <= 2.0
+
+
+@pytest.mark.parametrize("shape", ["one customer", "many customers"])
+def test_a_claim_costs_the_same_whatever_the_backlog(tmp_path: Path, shape: str) -> None:
+    # SQLite virtual-machine steps of one claim (counted, not timed): with 20,000 events pending, about what it
+    # takes with 20. A claim that scanned the pending events made unpaced delivery quadratic in a backlog.
+    def steps_of_a_claim(pending: int) -> int:
+        store = Store(str(tmp_path / f"{shape}-{pending}.sqlite3"), "process")
+        try:
+            with store.lock, store.transaction():
+                for number in range(pending):
+                    customer = "one" if shape == "one customer" else f"c{number}"
+                    store.enqueue("lead", f"k{number}", customer, "{}", stamped_at=None, now=0, max_pending=10**9)
+            steps = [0]
+
+            def count() -> int:
+                steps[0] += 1
+                return 0
+
+            store.claim("warm-up", 1.0, 32, None)  # opens the reading connection
+            store.release_owner("warm-up")
+            for connection in (store.connection, store._reading()):
+                connection.set_progress_handler(count, 10)
+            claim = store.claim("owner", 2.0, 32, None)
+            assert len(claim.events) == (1 if shape == "one customer" else 32)
+            return steps[0]
+        finally:
+            store.close()
+
+    small, large = steps_of_a_claim(40), steps_of_a_claim(20_000)
+    assert large <= 2 * small + 50, (small, large)
+
+
+def test_a_file_of_the_first_schema_is_brought_up_to_date_and_delivered_in_order(
+    make, cms_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    path = tmp_path / "v1.sqlite3"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(_outbox_store._EVENTS)
+        connection.execute(f"PRAGMA application_id = {_outbox_store.APPLICATION_ID}")
+        connection.execute("PRAGMA user_version = 1")
+        for seq, customer in enumerate(["a", "b", "a", "b", "a"], 1):
+            body = json.dumps({"eventName": f"e{seq}", "customerExternalId": customer, "clickId": "c"})
+            connection.execute(
+                "INSERT INTO events (seq, kind, idempotency_key, customer, body, queued_at) VALUES (?, ?, ?, ?, ?, 0)",
+                (seq, "lead", f"k{seq}", customer, body),
+            )
+    outbox, _ = make(path)
+    assert outbox.flush(timeout=10)
+    delivered = [request.idempotency_key for request in cms_sandbox.requests]
+    assert sorted(delivered) == ["k1", "k2", "k3", "k4", "k5"]
+    assert [key for key in delivered if key in ("k1", "k3", "k5")] == ["k1", "k3", "k5"]
+    assert outbox._store.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

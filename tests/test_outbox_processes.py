@@ -164,3 +164,27 @@ def test_the_token_is_not_in_the_file(server: LoopbackServer, tmp_path: Path) ->
         content = file.read_bytes()
         assert TOKEN.encode() not in content
         assert server.url.encode() not in content
+
+
+def test_a_batch_slower_than_the_lease_is_not_taken_over(server: LoopbackServer, tmp_path: Path) -> None:
+    # Each answer takes 0.2 s; a batch of 24 takes ~5 s, longer than the 3 s lease, which its owner must renew:
+    # a second process on the file must not send any of the batch's events meanwhile.
+    path = str(tmp_path / "outbox.sqlite3")
+    server.default = Reply(delay=0.2)
+    owner = child("slow-batch", path, server.url, "24")
+    other = None
+    try:
+        assert owner.stdout is not None
+        assert owner.stdout.readline().strip() == "claimed"
+        other = child("enqueue-and-flush", path, server.url, "0", "0")
+        for process in (owner, other):
+            lines = finish(process, timeout=60)
+            assert json.loads(lines[-1])["flushed"] is True
+    finally:
+        for process in (owner, other):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.communicate()
+    counts = Counter({key: len(sent) for key, sent in received(server).items()})
+    assert sorted(counts) == sorted(f"key-{index}" for index in range(24))
+    assert set(counts.values()) == {1}, counts

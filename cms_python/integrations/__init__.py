@@ -20,12 +20,13 @@ is ignored, with a DEBUG line on the `cms_python.integrations` logger: no click 
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from http.cookies import Morsel
 from typing import Literal
 from urllib.parse import unquote_plus
+
+from .._printable import sdk_logger
 
 __all__ = [
     "COOKIE_NAME",
@@ -37,7 +38,7 @@ __all__ = [
     "click_id_from",
 ]
 
-logger = logging.getLogger(__name__)
+logger = sdk_logger(__name__)
 
 #: The name of both the landing URL's query parameter and the first-party cookie (CutMeShort's snippet's).
 COOKIE_NAME = "cms_rf"
