@@ -18,7 +18,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from ._async_client import AsyncCMSClient
     from ._importing import ImportSummary, MalformedInputError, RowProblem, import_events
-    from ._outbox import FailedEvent, Outbox
+    from ._outbox import FailedEvent, Outbox, StorageError, Within
 
 __all__ = [
     "DEFAULT_HOST",
@@ -29,10 +29,12 @@ __all__ = [
     "MalformedInputError",
     "Outbox",
     "RowProblem",
+    "StorageError",
     "TrackError",
     "TrackQueued",
     "TrackResult",
     "TrackSuccess",
+    "Within",
     "__version__",
     "import_events",
 ]
@@ -46,7 +48,7 @@ def __getattr__(name: str) -> Any:
         from ._async_client import AsyncCMSClient  # noqa: PLC0415
 
         value: Any = AsyncCMSClient
-    elif name in ("Outbox", "FailedEvent"):
+    elif name in ("Outbox", "FailedEvent", "StorageError", "Within"):
         from . import _outbox  # noqa: PLC0415
 
         value = getattr(_outbox, name)

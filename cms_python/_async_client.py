@@ -29,7 +29,7 @@ def _method(
         self._check_loop()
         return await self._send(build(*args, **kwargs))
 
-    return tracking_method(name, build, method)
+    return tracking_method(f"AsyncCMSClient.{name}", build, method)
 
 
 class AsyncCMSClient(ClientBase[httpx.AsyncClient]):

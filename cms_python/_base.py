@@ -123,14 +123,6 @@ class ClientBase(ABC, Generic[_HttpClient]):
         self._api = self._connect(self._settings, http_client)
         _LIVE_CLIENTS.add(self)
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # The tracking methods are made by `tracking_method`, inside a function: name them as their class's.
-        for name in ("track_lead", "track_sale"):
-            method = cls.__dict__.get(name)
-            if method is not None:
-                method.__qualname__ = f"{cls.__name__}.{name}"
-
     @property
     def host(self) -> str:
         """The API's base URL, without a trailing slash."""
@@ -183,19 +175,28 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def tracking_method(name: str, build: Callable[..., TrackRequest[Any] | TrackError], method: _Method) -> _Method:
-    """Make `method` a client's `name` method (`track_lead`, `track_sale`), with the signature of `build`
-    (from `_requests`), which it calls, and the method's docstring.
+def tracking_method(
+    qualname: str,
+    build: Callable[..., TrackRequest[Any] | TrackError],
+    method: _Method,
+    *,
+    doc: str | None = None,
+    returns: str = "TrackResult",
+) -> _Method:
+    """Make `method` the method `qualname` ("CMSClient.track_lead", "Outbox.track_sale", ...), with the signature
+    of `build` (from `_requests`), which it calls, and `doc` (default: the clients' docstring of the name).
 
-    Each keyword argument list is written once, in `_requests`, for both faces; `help()` and IDEs show it.
+    Each keyword argument list is written once, in `_requests`, for every face; `help()` and IDEs show it.
     """
-    # The name and docstring only: the annotations, module and globals stay the method's own.
+    # The names, docstring and signature only: the annotations, module and globals stay the method's own.
+    name = qualname.rpartition(".")[2]
     method.__name__ = name
-    method.__doc__ = _DOCS[name]
+    method.__qualname__ = qualname
+    method.__doc__ = _DOCS[name] if doc is None else doc
     signature = inspect.signature(build)
     self = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
     method.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[self, *signature.parameters.values()], return_annotation="TrackResult"
+        parameters=[self, *signature.parameters.values()], return_annotation=returns
     )
     return method
 

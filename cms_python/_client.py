@@ -28,7 +28,7 @@ def _method(
     def method(self: CMSClient, /, *args: _P.args, **kwargs: _P.kwargs) -> TrackResult:
         return self._send(build(*args, **kwargs))
 
-    return tracking_method(name, build, method)
+    return tracking_method(f"CMSClient.{name}", build, method)
 
 
 class CMSClient(ClientBase[httpx.Client]):

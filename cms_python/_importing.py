@@ -33,7 +33,7 @@ from ._import_rows import (
     read_mappings,
 )
 from ._operations import TrackRequest
-from ._outbox_store import StorageError
+from ._outbox.store import StorageError
 from ._requests import build_lead, build_sale
 from ._types import TrackError
 

@@ -83,12 +83,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace, path: str) -> int:
-    from ._outbox_store import Store  # noqa: PLC0415 - sqlite3 only for this command
+    from ._outbox.store import LEASE  # noqa: PLC0415 - the outbox only for this command
+    from ._outbox.targets import open_store  # noqa: PLC0415
 
-    store = Store(path, "process")
+    store = open_store(path, durability=None, lease=LEASE, scope=None)
     try:
         if args.failed:
-            from ._outbox_delivery import failed_event  # noqa: PLC0415
+            from ._outbox.delivery import failed_event  # noqa: PLC0415
 
             for stored in store.failed_events():
                 event = failed_event(stored, json.loads(stored.result or "null"))

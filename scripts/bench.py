@@ -73,7 +73,7 @@ import cms_python
 import cms_python._base
 from cms_python import AsyncCMSClient, CMSClient, Outbox
 from cms_python._base import MAX_IN_FLIGHT, USER_AGENT  # the exact User-Agent the SDK sends, for the raw contenders
-from cms_python._outbox_store import Store  # to store events beforehand for the delivery contender
+from cms_python._outbox.sqlite import SQLiteStore  # to store events beforehand for the delivery contender
 
 TOKEN = "bench-token-0123456789"  # the canned server accepts anything
 # What the SDK puts on the wire for its track_lead(...) calls here, for the raw httpx contenders.
@@ -483,7 +483,7 @@ class OutboxDelivery:
     def events_per_second(self) -> float:
         self.runs += 1
         path = self.directory / f"delivery{self.runs}.sqlite3"
-        store = Store(str(path), "process")  # the events are stored beforehand, as by an app's enqueues
+        store = SQLiteStore(str(path))  # the events are stored beforehand, as by an app's enqueues
         body = json.dumps(LEAD_BODY)
         for number in range(self.events):
             store.enqueue(

@@ -14,6 +14,7 @@ import cms_python
 NOT_FOR_THE_SYNC_PATH = {
     "asyncio",
     "sqlite3",
+    "psycopg",
     "cms_python._async_client",
     "cms_python._outbox",
     "cms_python._cli",
@@ -51,10 +52,13 @@ def test_the_async_client_is_imported_on_first_use():
     assert "sqlite3" not in loaded
 
 
-def test_the_outbox_is_imported_on_first_use():
+def test_the_outbox_is_imported_on_first_use_and_each_store_with_its_first_outbox():
     loaded = modules_after("from cms_python import Outbox")
-    assert {"cms_python._outbox", "sqlite3"} <= loaded
-    assert "cms_python._async_client" not in loaded
+    assert "cms_python._outbox" in loaded
+    assert loaded & {"sqlite3", "psycopg", "cms_python._async_client"} == set()
+    loaded = modules_after("from cms_python import Outbox; Outbox(':memory:', 't' * 8)")
+    assert "sqlite3" in loaded
+    assert "psycopg" not in loaded
 
 
 def test_every_public_name_is_there_and_listed():

@@ -23,9 +23,10 @@ from typing import Any
 import httpx
 import pytest
 
-from cms_python import CMSClient, FailedEvent, Outbox, _outbox_store
-from cms_python._outbox_delivery import MAX_BACKOFF
-from cms_python._outbox_store import SCHEMA_VERSION, Store
+from cms_python import CMSClient, FailedEvent, Outbox
+from cms_python._outbox import sqlite
+from cms_python._outbox.delivery import MAX_BACKOFF
+from cms_python._outbox.sqlite import SCHEMA_VERSION, SQLiteStore
 from cms_python.testing import SANDBOX_HOST, Sandbox
 
 from .conftest import LEAD, SALE, TOKEN
@@ -694,7 +695,7 @@ def test_a_claim_costs_the_same_whatever_the_backlog(tmp_path: Path, shape: str)
     # SQLite virtual-machine steps of one claim (counted, not timed): with 20,000 events pending, about what it
     # takes with 20. A claim that scanned the pending events made unpaced delivery quadratic in a backlog.
     def steps_of_a_claim(pending: int) -> int:
-        store = Store(str(tmp_path / f"{shape}-{pending}.sqlite3"), "process")
+        store = SQLiteStore(str(tmp_path / f"{shape}-{pending}.sqlite3"))
         try:
             with store.lock, store.transaction():
                 for number in range(pending):
@@ -725,8 +726,8 @@ def test_a_file_of_the_first_schema_is_brought_up_to_date_and_delivered_in_order
 ) -> None:
     path = tmp_path / "v1.sqlite3"
     with sqlite3.connect(path) as connection:
-        connection.executescript(_outbox_store._EVENTS)
-        connection.execute(f"PRAGMA application_id = {_outbox_store.APPLICATION_ID}")
+        connection.executescript(sqlite._EVENTS)
+        connection.execute(f"PRAGMA application_id = {sqlite.APPLICATION_ID}")
         connection.execute("PRAGMA user_version = 1")
         for seq, customer in enumerate(["a", "b", "a", "b", "a"], 1):
             body = json.dumps({"eventName": f"e{seq}", "customerExternalId": customer, "clickId": "c"})

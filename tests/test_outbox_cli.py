@@ -12,7 +12,7 @@ import pytest
 
 from cms_python import Outbox
 from cms_python._cli import main
-from cms_python._outbox_store import Store
+from cms_python._outbox.sqlite import SQLiteStore
 from cms_python.testing import Sandbox
 
 from .conftest import LEAD, SALE, TOKEN
@@ -146,7 +146,7 @@ def test_failed_events_print_strict_json_whatever_the_server_said(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     file = tmp_path / "outbox.sqlite3"
-    store = Store(str(file), "process")
+    store = SQLiteStore(str(file))
     body = json.dumps({"eventName": "e", "customerExternalId": "u", "clickId": "c"})
     store.enqueue("lead", "key-1", "u", body, stamped_at=None, now=1.0, max_pending=10)
     (event,) = store.claim("me", 2.0, 1, None).events

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cms_python._outbox_store import Store
+from cms_python._outbox.sqlite import SQLiteStore
 
 from .outbox_child import EVENTS, TOKEN
 from .servers import LoopbackServer, Reply
@@ -55,7 +55,7 @@ def received(server: LoopbackServer) -> dict[str, list[bytes]]:
 
 
 def pending_in(path: Path) -> int:
-    store = Store(str(path), "process")
+    store = SQLiteStore(str(path))
     try:
         return store.counts()["pending"]
     finally:

@@ -12,23 +12,22 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import attrs
 from cms_api_client.types import UNSET
 
-from . import _retry
-from ._attempts import Done, GaveUp
-from ._operations import LEAD, SALE, Operation, TrackRequest
-from ._outbox_store import DELIVERED_MEMORY, LONGEST_WAIT, Claim, StorageError, Store, StoredEvent
-from ._printable import sdk_logger
-from ._results import error
-from ._types import TrackError
+from .. import _retry
+from .._attempts import Done, GaveUp
+from .._operations import LEAD, SALE, Operation, TrackRequest
+from .._printable import sdk_logger
+from .._results import error
+from .._types import TrackError
+from .store import LONGEST_WAIT, Claim, Clock, StorageError, Store, StoredEvent
 
 logger = sdk_logger("cms_python")
 
@@ -42,31 +41,10 @@ BATCH = 32
 #: they wait for a retry), and, when nothing is pending, for events queued by other processes.
 POLL = 0.25
 IDLE_POLL = 1.0
-#: How often to look for claims of processes that died, to checkpoint the WAL, and to forget old deliveries.
+#: How often to look for claims of processes that died.
 DEAD_OWNER_CHECK = 1.0
-CHECKPOINT_EVERY = 1.0
-FORGET_EVERY = 3600.0
 _OPERATIONS: dict[str, Operation[Any]] = {"lead": LEAD, "sale": SALE}
 _PAUSING_STATUSES = (401, 403)
-
-
-class Clock(Protocol):
-    """Time as the delivery thread sees it (tests give a fake one)."""
-
-    def now(self) -> float:
-        """Wall-clock seconds (shared with other processes through the file)."""
-
-    def wait(self, wake: threading.Event, seconds: float) -> None:
-        """Wait `seconds` for pacing or a backoff, or less if `wake` is set."""
-
-
-class SystemClock:
-    def now(self) -> float:
-        return time.time()
-
-    def wait(self, wake: threading.Event, seconds: float) -> None:
-        if wake.wait(seconds):
-            wake.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +82,8 @@ class Settings:
     interval: float | None
     max_age: float | None
     on_failure: Callable[[FailedEvent, TrackError], object] | None
-    clock: Clock = field(default_factory=SystemClock)
+    #: The store's (tests give a fake one).
+    clock: Clock
 
 
 class Delivery:
@@ -135,10 +114,8 @@ class Delivery:
         self._unrecorded: list[StoredEvent] = []
         self._failures_in_a_row = 0
         self._last_dead_owner_check = 0.0
-        self._last_checkpoint = time.monotonic()
-        self._last_forget = 0.0
         self._storage_trouble = False
-        self._thread = threading.Thread(target=self._run, name=f"cms-outbox {store.path}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"cms-outbox {store.label}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -179,7 +156,7 @@ class Delivery:
                 except StorageError as exc:
                     self._storage_failed(exc)
                 except Exception:
-                    logger.exception("CutMeShort outbox %s: unexpected error in delivery; retrying", self._store.path)
+                    logger.exception("CutMeShort outbox %s: unexpected error in delivery; retrying", self._store.label)
                     self._settings.clock.wait(self._wake, MAX_BACKOFF / 10)
         finally:
             # If this fails, the claims lapse with their lease, or at once when this process is gone.
@@ -203,7 +180,7 @@ class Delivery:
             self.idle = False
         if self._storage_trouble:
             self._storage_trouble = False
-            logger.warning("CutMeShort outbox %s: storage works again; delivering", self._store.path)
+            logger.warning("CutMeShort outbox %s: storage works again; delivering", self._store.label)
         if claim.events:
             self._deliver(claim)
         elif claim.hold > 0:
@@ -219,16 +196,11 @@ class Delivery:
             clock.wait(self._wake, POLL)
 
     def _maintain(self, now: float) -> None:
-        """Between claims: record what was delivered but not recorded, forget old deliveries, checkpoint."""
+        """Between claims: record what was delivered but not recorded, and the store's housekeeping."""
         if self._unrecorded:
             self._store.delivered(self._unrecorded, now)
             self._unrecorded = []
-        if now - self._last_forget >= FORGET_EVERY:
-            self._store.forget_deliveries(now - DELIVERED_MEMORY)
-            self._last_forget = now
-        if time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY:  # real time: it is about the disk
-            self._store.checkpoint()
-            self._last_checkpoint = time.monotonic()
+        self._store.maintain(now)
 
     def _deliver(self, claim: Claim) -> None:
         """Send the claimed events one by one, each outcome recorded as it comes (so that nothing delivered is
@@ -311,14 +283,14 @@ class Delivery:
         logger.error(
             "CutMeShort outbox %s: delivery paused: the API answered %s (%s): the token is wrong or lacks access. "
             "Nothing is lost; fix the token, then call outbox.resume() (or start a new process).",
-            self._store.path, result["status_code"], result["type"],
+            self._store.label, result["status_code"], result["type"],
         )  # fmt: skip
         self.paused = True
 
     def _fail(self, event: StoredEvent, result: TrackError, *, attempted: bool) -> None:
         logger.warning(
             "CutMeShort outbox %s: %s %s failed for good: status %s, type %s",
-            self._store.path, event.kind, event.event_id, result["status_code"], result["type"],
+            self._store.label, event.kind, event.event_id, result["status_code"], result["type"],
         )  # fmt: skip
         # Called before the event leaves `pending`, so that a flush() that saw it go also saw the callback run.
         on_failure = self._settings.on_failure
@@ -328,7 +300,7 @@ class Delivery:
             # The caller's code: even a SystemExit or KeyboardInterrupt it raises must not end this thread, which
             # would leave the outbox acknowledging events it no longer sends.
             except BaseException:
-                logger.exception("CutMeShort outbox %s: on_failure raised; delivery goes on", self._store.path)
+                logger.exception("CutMeShort outbox %s: on_failure raised; delivery goes on", self._store.label)
         self._store.failed(event, dict(result), attempted=attempted)
 
     def _storage_failed(self, exc: StorageError) -> None:
@@ -336,7 +308,7 @@ class Delivery:
             self._storage_trouble = True
             logger.error(
                 "CutMeShort outbox %s: cannot read or write the file (%s); delivery retries every %.0f s",
-                self._store.path, exc, MAX_BACKOFF / 10,
+                self._store.label, exc, MAX_BACKOFF / 10,
             )  # fmt: skip
         self._settings.clock.wait(self._wake, MAX_BACKOFF / 10)
 

@@ -1,6 +1,7 @@
-"""The outbox's SQLite file: its schema, and every read and write of it, each in one transaction.
+"""The outbox's SQLite store: a file (or ":memory:"), its schema, and every read and write of it, each in one
+transaction.
 
-One `Store` is one connection, shared by the threads of one `Outbox` under `lock`, and, for a file, a second
+One `SQLiteStore` is one connection, shared by the threads of one `Outbox` under `lock`, and, for a file, a second
 one for the delivery thread, under `reader_lock`: with it the thread looks for events to send and checkpoints
 the WAL without holding up an enqueue (WAL readers never block the writer). Several processes may open the same
 file: SQLite's locks make each transaction atomic across them, and an event is sent only by the
@@ -22,35 +23,42 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
-import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+
+from .store import (
+    DELIVERED_MEMORY,
+    LEASE,
+    LONGEST_WAIT,
+    Claim,
+    Full,
+    KeyReused,
+    StorageError,
+    StoredEvent,
+    SystemClock,
+    Through,
+    fingerprint,
+    is_dead,
+)
 
 #: "CMSo" in the header's application_id field: tells an outbox from any other SQLite file.
 APPLICATION_ID = 0x434D536F
 #: The schema written here (PRAGMA user_version); a file with a higher one is from a newer SDK and refused, one
 #: with a lower one is brought up to this one when opened.
 SCHEMA_VERSION = 2
-#: How long the keys (and content fingerprints) of delivered events are remembered.
-DELIVERED_MEMORY = 30 * 24 * 3600.0
-#: How long a claim holds an event for its process unless the process renews it. A process that exits or closes
-#: releases its claims at once, and one that died on this host is noticed; only a claim of a process on another
-#: host, or of one that hangs, runs this long.
-LEASE = 60.0
-#: The longest wait the outbox ever asks for (a backoff, a Retry-After honoured): an event due later than this
-#: was scheduled before the wall clock went back, and is due now.
-LONGEST_WAIT = 300.0
 #: How long a transaction waits for another process's to end before the operation fails.
 BUSY_TIMEOUT = 10.0
 #: WAL pages past which a commit checkpoints by itself: only when no delivery thread has done it (each does, every
 #: second), as a checkpoint costs an fsync.
 AUTOCHECKPOINT_PAGES = 10_000
+#: How often the delivery thread checkpoints the WAL, and forgets old deliveries.
+CHECKPOINT_EVERY = 1.0
+FORGET_EVERY = 3600.0
 MEMORY = ":memory:"
 
 _EVENTS = """
@@ -143,16 +151,11 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-class StorageError(Exception):
-    """The outbox's storage failed: the file cannot be read or written (disk full, read-only, locked too long,
-    moved away). The message says why, and never holds a secret."""
-
-
-def _storage(method: Callable[Concatenate[Store, _P], _R]) -> Callable[Concatenate[Store, _P], _R]:
+def _storage(method: Callable[Concatenate[SQLiteStore, _P], _R]) -> Callable[Concatenate[SQLiteStore, _P], _R]:
     """`method`, raising `StorageError` for what SQLite raises: the rest of the outbox never sees `sqlite3`."""
 
     @functools.wraps(method)
-    def guarded(self: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+    def guarded(self: SQLiteStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
@@ -161,101 +164,27 @@ def _storage(method: Callable[Concatenate[Store, _P], _R]) -> Callable[Concatena
     return guarded
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """One event as stored: `body` is the request body (JSON text), `result` the last result dict (JSON)."""
-
-    seq: int
-    kind: Literal["lead", "sale"]
-    idempotency_key: str
-    body: str
-    stamped_at: float | None
-    queued_at: float
-    attempts: int
-    result: str | None
-
-    @property
-    def event_id(self) -> str:
-        return str(self.seq)
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """What `Store.claim` found: events now held for the caller until `expires` (unless renewed); else `hold`
-    seconds until any process may send again (0: not held), and how many events are pending in the whole file."""
-
-    events: list[StoredEvent]
-    hold: float
-    pending: int
-    expires: float = 0.0
-
-
-class Full(Exception):
-    """`max_pending` events are pending."""
-
-
-class KeyReused(Exception):
-    """The idempotency key belongs to another stored event with different content."""
-
-    def __init__(self, event_id: str) -> None:
-        super().__init__(event_id)
-        self.event_id = event_id
-
-
-def fingerprint(kind: str, body: str) -> str:
-    """What makes two events "the same": their kind and request body (which holds no timestamp the outbox
-    stamped: that one is `stamped_at`, apart)."""
-    canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{kind}\n{canonical}".encode()).hexdigest()
-
-
-def process_owner() -> str:
-    """This process's claim owner: host (and PID namespace, for containers sharing a volume), PID, a nonce."""
-    return f"{_host()}|{os.getpid()}|{os.urandom(6).hex()}"
-
-
-def _host() -> str:
-    try:
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:  # not Linux
-        namespace = 0
-    return f"{socket.gethostname()}:{namespace}"
-
-
-def _is_dead(owner: str) -> bool:
-    """True only when the owner is a process of this host (and PID namespace) that no longer exists."""
-    host, _, rest = owner.partition("|")
-    pid_text = rest.partition("|")[0]
-    if host != _host() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # e.g. another user's process: alive
-        return False
-    return False
-
-
-class Store:
-    """The outbox file (or an in-memory database), opened, checked and ready. `lease`: seconds a claim lasts.
+class SQLiteStore:
+    """The outbox file (or an in-memory database), opened, checked and ready: a `Store`. `lease`: seconds a claim
+    lasts.
 
     Raises `ValueError` (naming the path) when the file is not an outbox, is corrupt, or was written by a newer
     SDK; `OSError` when it cannot be created or opened. Its methods raise `StorageError` when storage fails.
     """
 
-    def __init__(self, path: str, durability: Literal["process", "power"], *, lease: float = LEASE) -> None:
-        self.path = path
+    def __init__(self, path: str, durability: Literal["process", "power"] = "process", *, lease: float = LEASE) -> None:
+        self.path = self.label = path
         self.lease = lease
+        self.clock = SystemClock()
         # Reentrant: `Outbox._batch` holds it around many enqueues, which take it too.
         self.lock = threading.RLock()
         #: Held while using the delivery thread's connection: like `lock`, taken by the fork handler, so that no
         #: thread is inside SQLite then.
         self.reader_lock = threading.Lock()
+        self.locks = (self.reader_lock, self.lock)  # in the order the delivery thread takes them
         self._reader: sqlite3.Connection | None = None
+        self._last_checkpoint = time.monotonic()
+        self._last_forget = -FORGET_EVERY
         self._durability = durability
         self._identity: tuple[int, int] | None = None
         if path == MEMORY:
@@ -314,13 +243,17 @@ class Store:
         return self._reader
 
     @_storage
-    def checkpoint(self) -> None:
-        """Copy the WAL into the database (PASSIVE: never waits for, nor blocks, the other connections), on the
-        delivery thread's connection, so that enqueues go on meanwhile."""
-        if self.path == MEMORY:
-            return
-        with self.reader_lock:
-            self._reading().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    def maintain(self, now: float) -> None:
+        """Every `CHECKPOINT_EVERY` seconds, copy the WAL into the database (PASSIVE: never waits for, nor blocks,
+        the other connections), on the delivery thread's connection, so that enqueues go on meanwhile; every
+        `FORGET_EVERY`, forget old deliveries."""
+        if now - self._last_forget >= FORGET_EVERY:
+            self._forget_deliveries(now - DELIVERED_MEMORY)
+            self._last_forget = now
+        if self.path != MEMORY and time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY:  # about the disk
+            with self.reader_lock:
+                self._reading().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._last_checkpoint = time.monotonic()
 
     def _check(self) -> int:
         """The file's schema version (0: an empty file, a new outbox); `ValueError` for a file this SDK cannot
@@ -350,6 +283,12 @@ class Store:
     def transaction(self) -> _Transaction:
         """`with store.transaction():` a write transaction (BEGIN IMMEDIATE), committed or rolled back."""
         return _Transaction(self)
+
+    def through(self, connection: object) -> Through:
+        raise ValueError(
+            "within() joins the app's transaction in the outbox's database: this Outbox keeps its events in a file. "
+            "Give it a postgresql:// URL."
+        )
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -426,15 +365,8 @@ class Store:
 
     @_storage
     def claim(self, owner: str, now: float, limit: int, interval: float | None) -> Claim:
-        """Hold up to `limit` sendable events for `owner` (one transaction) for `lease` seconds, unless sending
-        must wait.
-
-        Sendable: pending, not waiting for a retry, not claimed by a live claim (the caller's own are stale: it
-        claims only with nothing in flight), and the oldest pending event of its customer, so that a later event
-        never overtakes an earlier one of its customer. Oldest first.
-        `interval`: seconds between sends (pacing), shared by every process using the file: each claimed event
-        takes the next slot.
-        """
+        """`Store.claim`: a read on the delivery thread's connection finds the events, a short write transaction
+        takes them."""
         with self.reader_lock, self.lock if self.path == MEMORY else contextlib.nullcontext():
             # Looking is a read, on the delivery thread's connection, so that enqueues go on meanwhile.
             reader = self._reading()
@@ -444,23 +376,23 @@ class Store:
                 "(SELECT value FROM counters WHERE name = 'hold_length')"
             ).fetchone()
             if next_send_at - now > hold_length:
-                return self._clock_went_back(now, hold_length, pending)
+                return self._clock_went_back(now, hold_length, bool(pending))
             hold = max(next_send_at - now, 0.0)
             if hold or not pending:
-                return Claim([], hold, pending)
+                return Claim([], hold, bool(pending))
             chosen = [seq for (seq,) in reader.execute(_SENDABLE, {"now": now, "limit": limit, "owner": owner})]
         if not chosen:
-            return Claim([], 0.0, pending)
-        return self._take(chosen, owner, now, interval, pending)
+            return Claim([], 0.0, True)
+        return self._take(chosen, owner, now, interval)
 
-    def _clock_went_back(self, now: float, hold_length: float, pending: int) -> Claim:
+    def _clock_went_back(self, now: float, hold_length: float, pending: bool) -> Claim:
         """The pace asks for a longer wait than it was set with: the wall clock went back since. Wait what it was
         set with, from now."""
         with self.lock:
             self.connection.execute("UPDATE counters SET value = ? WHERE name = 'next_send_at'", (now + hold_length,))
         return Claim([], hold_length, pending)
 
-    def _take(self, chosen: list[int], owner: str, now: float, interval: float | None, pending: int) -> Claim:
+    def _take(self, chosen: list[int], owner: str, now: float, interval: float | None) -> Claim:
         """Claim the events found, in a short write transaction: those another process took since are left out,
         and nothing is taken if another process took the next sending slot meanwhile."""
         seqs = json.dumps(chosen)
@@ -469,7 +401,7 @@ class Store:
             connection = self.connection
             (next_send_at,) = connection.execute("SELECT value FROM counters WHERE name = 'next_send_at'").fetchone()
             if next_send_at > now:
-                return Claim([], next_send_at - now, pending)
+                return Claim([], next_send_at - now, True)
             connection.execute(
                 "UPDATE events SET claim_owner = :owner, claim_expires = :expires "
                 "WHERE seq IN (SELECT value FROM json_each(:seqs)) AND state = 'pending' "
@@ -483,7 +415,7 @@ class Store:
             ).fetchall()
             if rows and interval is not None:
                 self._hold_until(now, now + interval * len(rows))
-            return Claim([StoredEvent(*row) for row in rows], 0.0, pending, expires)
+            return Claim([StoredEvent(*row) for row in rows], 0.0, True, expires)
 
     def _hold_until(self, now: float, until: float) -> None:
         """In a transaction: no process sends before `until` (or the later time already set)."""
@@ -586,15 +518,14 @@ class Store:
                     "SELECT DISTINCT claim_owner FROM events WHERE state = 'pending' AND claim_expires > ?", (now,)
                 )
             ]
-            dead = [owner for owner in owners if _is_dead(owner)]
+            dead = [owner for owner in owners if is_dead(owner)]
             for owner in dead:
                 self.connection.execute(
                     "UPDATE events SET claim_owner = NULL, claim_expires = NULL WHERE claim_owner = ?", (owner,)
                 )
             return len(dead)
 
-    @_storage
-    def forget_deliveries(self, before: float) -> None:
+    def _forget_deliveries(self, before: float) -> None:
         """Delete the rows of events delivered before `before`, a batch per transaction."""
         while True:
             with self.lock:
@@ -653,6 +584,10 @@ class Store:
         with self.lock:
             return self.connection.execute("DELETE FROM events WHERE state = 'failed'").rowcount
 
+    def reopened(self) -> SQLiteStore:
+        # A ":memory:" queue starts empty: its events stay the parent's to deliver.
+        return SQLiteStore(self.path, self._durability, lease=self.lease)
+
     def close(self) -> None:
         with self.reader_lock:
             if self._reader is not None:
@@ -666,7 +601,7 @@ class _Transaction:
 
     __slots__ = ("_nested", "_store")
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: SQLiteStore) -> None:
         self._store = store
         self._nested = False
 

@@ -1,9 +1,9 @@
-"""`Outbox`: tracking calls that return once the event is stored on disk, delivered by a background thread."""
+"""`Outbox`: tracking calls that return once the event is stored (a file, a database), delivered by a background
+thread; `Within`: the same calls, written in the app's own database transaction."""
 
 from __future__ import annotations
 
 import atexit
-import inspect
 import json
 import math
 import os
@@ -15,17 +15,29 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec
 
-from ._client import CMSClient
-from ._operations import TrackRequest
-from ._outbox_delivery import POLL, RENEW_MARGIN, Delivery, FailedEvent, Settings, failed_event
-from ._outbox_store import LEASE, Full, KeyReused, StorageError, Store, process_owner
-from ._printable import sdk_logger
-from ._requests import build_lead, build_sale
-from ._results import error
-from ._transports import attempt_budget
-from ._types import TrackError, TrackQueued
+from .._base import tracking_method
+from .._client import CMSClient
+from .._operations import TrackRequest
+from .._printable import sdk_logger
+from .._requests import build_lead, build_sale
+from .._results import error
+from .._transports import attempt_budget
+from .._types import TrackError, TrackQueued
+from .delivery import POLL, RENEW_MARGIN, Delivery, FailedEvent, Settings, failed_event
+from .store import (
+    LEASE,
+    Full,
+    KeyReused,
+    StorageError,
+    Store,
+    SystemClock,
+    Through,
+    process_owner,
+    token_scope,
+)
+from .targets import label, open_store
 
-__all__ = ["FailedEvent", "Outbox"]
+__all__ = ["FailedEvent", "Outbox", "OutboxResult", "Within"]
 
 logger = sdk_logger("cms_python")
 
@@ -35,49 +47,62 @@ OutboxResult = TrackQueued | TrackError
 
 _TRACK_DOC = """Queue a {kind} for delivery: the same keyword arguments and checks as `CMSClient.track_{kind}`.
 
-    Returns once the event is committed to the outbox's file: `{{"success": True, "message": "Event queued",
+    Returns once the event is committed to the outbox's store: `{{"success": True, "message": "Event queued",
     "data": {{"event_id", "idempotency_key", "duplicate"}}}}`. The time (`timestamp`, now in UTC unless given) and
     the idempotency key are fixed now and sent with every attempt. An event already in the outbox under the same
     `idempotency_key` with the same content is not stored again (`duplicate` True, "Event already queued");
     with other content the result is an error of type `idempotency_key_reused`. Other errors, nothing stored:
-    `validation_error` (bad values), `outbox_full` (`max_pending` events wait), `storage_error` (the file
-    cannot be written: disk full, read-only, moved or deleted). Never raises, but `TypeError` for unknown or
-    missing keyword names and `RuntimeError` after `close()`.
+    `validation_error` (bad values), `outbox_full` (`max_pending` events wait), `storage_error` (the store
+    cannot be written: disk full, read-only, moved or deleted; a database that cannot be reached). Never raises,
+    but `TypeError` for unknown or missing keyword names and `RuntimeError` after `close()`.
+    """
+_WITHIN_DOC = """Queue a {kind} in the app's current transaction: the same keyword arguments, checks and results as
+    `Outbox.track_{kind}`.
+
+    The event is written through the connection given to `within()`: delivery sees it once that transaction
+    commits; a rollback leaves nothing. A `storage_error` here means the statement failed, and PostgreSQL then
+    fails the whole transaction: roll it back.
     """
 
 
 def _enqueuer(
-    kind: Literal["lead", "sale"], build: Callable[_P, TrackRequest[Any] | TrackError]
+    name: str, build: Callable[_P, TrackRequest[Any] | TrackError]
 ) -> Callable[Concatenate[Outbox, _P], OutboxResult]:
     def method(self: Outbox, /, *args: _P.args, **kwargs: _P.kwargs) -> OutboxResult:
-        if self._closed:
-            raise RuntimeError("This Outbox is closed")
-        return self._enqueue(build(*args, **kwargs))
+        self._check_open()
+        return self._enqueue(build(*args, **kwargs), None)
 
-    method.__name__ = f"track_{kind}"
-    method.__qualname__ = f"Outbox.track_{kind}"
-    method.__doc__ = _TRACK_DOC.format(kind=kind)
-    signature = inspect.signature(build)
-    self = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
-    method.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[self, *signature.parameters.values()], return_annotation="TrackQueued | TrackError"
-    )
-    return method
+    doc = _TRACK_DOC.format(kind=name.removeprefix("track_"))
+    return tracking_method(f"Outbox.{name}", build, method, doc=doc, returns="TrackQueued | TrackError")
+
+
+def _joiner(
+    name: str, build: Callable[_P, TrackRequest[Any] | TrackError]
+) -> Callable[Concatenate[Within, _P], OutboxResult]:
+    def method(self: Within, /, *args: _P.args, **kwargs: _P.kwargs) -> OutboxResult:
+        self._outbox._check_open()
+        return self._outbox._enqueue(build(*args, **kwargs), self._through)
+
+    doc = _WITHIN_DOC.format(kind=name.removeprefix("track_"))
+    return tracking_method(f"Within.{name}", build, method, doc=doc, returns="TrackQueued | TrackError")
 
 
 class Outbox:
-    """Background delivery from a durable queue: `track_lead` / `track_sale` store the event in an SQLite file
-    and return at once; a daemon thread delivers it, paced, retrying until the API gives a definitive answer.
-    An acknowledged event survives a crash, a deploy or an outage: the next `Outbox` on the path delivers it.
+    """Background delivery from a durable queue: `track_lead` / `track_sale` store the event and return at once; a
+    daemon thread delivers it, paced, retrying until the API gives a definitive answer. An acknowledged event
+    survives a crash, a deploy or an outage: the next `Outbox` on the target delivers it.
 
     Args:
-        path: the queue's file (created if missing, readable by its owner only), or `":memory:"` for a queue
-            that lives as long as the process. Several processes may share a file.
+        target: where the queue is kept. A file path (created if missing, readable by its owner only; several
+            processes of one machine may share it), `":memory:"` (a queue that lives as long as the process), or a
+            `postgresql://` (or `postgres://`) URL: a database that every process of every machine with an
+            `Outbox` on it shares, and where `within(connection)` joins the app's own transactions (the
+            `postgres` extra). Another `scheme://` is a `ValueError`.
         token, host: as for `CMSClient(token, host)` (same environment variables, same `ValueError`s).
         client: a `CMSClient` to deliver through instead (then no token or host).
-        rate_limit: requests per minute, spread evenly and shared by the processes using the file; None for
-            no pacing. The API allows 60.
-        max_pending: how many undelivered events the file may hold; past it, `track_*` returns `outbox_full`.
+        rate_limit: requests per minute, spread evenly and shared by every process using the target with the same
+            token (for a database: in its clock); None for no pacing. The API allows 60.
+        max_pending: how many undelivered events the target may hold; past it, `track_*` returns `outbox_full`.
         max_age: seconds after which an undelivered event fails as `expired`; None: no limit.
         on_failure: called as `on_failure(event, result)` in the delivery thread when an event fails for good
             (a `FailedEvent` and its last result); what it raises is logged.
@@ -85,20 +110,21 @@ class Outbox:
         lease: seconds a claim on an event lasts unless its process renews it (it does before each attempt): the
             events of a process that hangs or dies on another host are taken over by another process after it,
             with the same idempotency key. Longer than one attempt may take (the client's timeouts added up).
-        durability: `"process"`: an acknowledged event survives the process being killed (kill -9, OOM);
-            `"power"`: also a power loss or OS crash, at the cost of an fsync per event.
+        durability: a file's: `"process"` (the default): an acknowledged event survives the process being killed
+            (kill -9, OOM); `"power"`: also a power loss or OS crash, at the cost of an fsync per event. Not for a
+            database, where the commit decides.
 
-    Raises `ValueError` for bad arguments and for a file that is not an outbox, is corrupt or was written by a
-    newer version (the message names the path; the file is left untouched), `OSError` when the file cannot be
-    created or opened.
+    Raises `ValueError` for bad arguments and for a target that is not an outbox, is corrupt or was written by a
+    newer version (the message names it, without a password; a file is left untouched), `OSError` when it cannot
+    be created, opened or reached, `ImportError` for a database without the `postgres` extra installed.
     """
 
-    track_lead = _enqueuer("lead", build_lead)
-    track_sale = _enqueuer("sale", build_sale)
+    track_lead = _enqueuer("track_lead", build_lead)
+    track_sale = _enqueuer("track_sale", build_sale)
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        target: str | os.PathLike[str],
         token: str | None = None,
         host: str | None = None,
         *,
@@ -109,11 +135,11 @@ class Outbox:
         on_failure: Callable[[FailedEvent, TrackError], object] | None = None,
         flush_on_exit: float = 5.0,
         lease: float = LEASE,
-        durability: Literal["process", "power"] = "process",
+        durability: Literal["process", "power"] | None = None,
     ) -> None:
-        path = os.fspath(path)
+        target = os.fspath(target)
         _check_settings(
-            path,
+            target,
             rate_limit=rate_limit,
             max_pending=max_pending,
             max_age=max_age,
@@ -140,8 +166,7 @@ class Outbox:
                 f"({'unbounded' if budget is None else f'{budget:g} s'}), plus {2 * RENEW_MARGIN:g} s"
             )
         self._client = client
-        self._path = path
-        self._durability: Literal["process", "power"] = durability
+        self._label = label(target)
         self._max_pending = max_pending
         self._flush_on_exit = float(flush_on_exit)
         self._settings = Settings(
@@ -150,13 +175,17 @@ class Outbox:
             interval=None if rate_limit is None else 60.0 / rate_limit,
             max_age=max_age,
             on_failure=on_failure,
+            clock=SystemClock(),
         )
         try:
-            self._store = Store(path, durability, lease=lease)
+            self._store: Store = open_store(
+                target, durability=durability, lease=lease, scope=token_scope(client._token)
+            )
         except BaseException:
             if self._own_client:
                 client.close()
             raise
+        self._settings.clock = self._store.clock
         self._set_up_process()
         _LIVE.add(self)
         if self._store.counts()["pending"]:
@@ -173,11 +202,23 @@ class Outbox:
         self._forked = False
 
     def __repr__(self) -> str:
-        return f"Outbox({self._path!r}, host={self._client.host!r})"
+        return f"Outbox({self._label!r}, host={self._client.host!r})"
 
     # -- queueing -----------------------------------------------------------------------------------------------
 
-    def _enqueue(self, request: TrackRequest[Any] | TrackError) -> OutboxResult:
+    def within(self, connection: object) -> Within:
+        """`track_lead` / `track_sale` written through your own database `connection`, in its current
+        transaction: the event exists only if that transaction commits (see `Within`).
+
+        `connection`: a psycopg 3 or psycopg2 connection, a SQLAlchemy `Connection` or `Session`, or Django's
+        `connection` / `connections[alias]`, on the outbox's database. `TypeError` for anything else;
+        `ValueError` for an outbox kept in a file (only a database can join your transaction).
+        """
+        self._check_usable()
+        return Within(self, self._store.through(connection))
+
+    def _enqueue(self, request: TrackRequest[Any] | TrackError, through: Through | None) -> OutboxResult:
+        """Store a checked request (directly, or `through` the app's connection), or hand back its error."""
         if not isinstance(request, TrackRequest):
             return request
         if self._forked:
@@ -187,7 +228,7 @@ class Outbox:
         stamped_at = None if "timestamp" in body else time.time()
         key = request.idempotency_key
         try:
-            event_id, duplicate = self._store.enqueue(
+            event_id, duplicate = (self._store if through is None else through).enqueue(
                 request.operation.kind,
                 key,
                 request.body.customer_external_id,
@@ -198,7 +239,7 @@ class Outbox:
             )
         except Full:
             logger.warning(
-                "CutMeShort outbox %s is full (max_pending=%d): an event was refused", self._path, self._max_pending
+                "CutMeShort outbox %s is full (max_pending=%d): an event was refused", self._label, self._max_pending
             )
             return error(
                 f"The outbox holds {self._max_pending} undelivered events (max_pending): the event was not stored",
@@ -211,10 +252,12 @@ class Outbox:
                 details={"idempotency_key": "already used", "event_id": reused.event_id},
             )
         except StorageError as exc:
-            logger.warning("CutMeShort outbox %s: an event could not be stored: %s", self._path, exc)
-            return error(f"The event could not be stored in {self._path}: {exc}", kind="storage_error")
+            logger.warning("CutMeShort outbox %s: an event could not be stored: %s", self._label, exc)
+            return error(f"The event could not be stored in {self._label}: {exc}", kind="storage_error")
         if not duplicate:
             self._delivering()
+            if through is not None:  # it polls meanwhile: not every driver says when a transaction commits
+                through.on_commit(self._delivering)
         return {
             "success": True,
             "message": "Event already queued" if duplicate else "Event queued",
@@ -251,7 +294,7 @@ class Outbox:
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Deliver what is pending now (in this process or, if the file is shared, any other); wait for it.
+        """Deliver what is pending now (in this process or, where the store is shared, any other); wait for it.
 
         True once none of the events pending at the call is pending any more (delivered, or failed for good);
         False when `timeout` seconds passed first, or at once when delivery is paused (401/403; logged).
@@ -271,7 +314,7 @@ class Outbox:
                     logger.warning(
                         "CutMeShort outbox %s: flush() returns False: delivery is paused after a 401/403 "
                         "(see the ERROR above); call resume() once the token is fixed",
-                        self._path,
+                        self._label,
                     )
                     return False
                 remaining = POLL if deadline is None else min(POLL, deadline - time.monotonic())
@@ -282,15 +325,17 @@ class Outbox:
                         return False
                     self._progress.wait(remaining)
         except StorageError as exc:
-            logger.warning("CutMeShort outbox %s: flush() returns False: the file cannot be read: %s", self._path, exc)
+            logger.warning(
+                "CutMeShort outbox %s: flush() returns False: the store cannot be read: %s", self._label, exc
+            )
             return False
 
     def close(self, timeout: float | None = None) -> None:
         """Deliver for up to `timeout` seconds (default: `flush_on_exit`), then stop the thread and release this
-        process's claims. What is left stays in the file for the next `Outbox` on the path. Idempotent."""
+        process's claims. What is left stays in the store for the next `Outbox` on the target. Idempotent."""
         if self._closed:
             return
-        if self._forked:  # nothing of this process's own to close: leave the parent's file handles alone
+        if self._forked:  # nothing of this process's own to close: leave the parent's connections alone
             self._closed = True
             _LIVE.discard(self)
             return
@@ -336,7 +381,7 @@ class Outbox:
     # -- inspection ---------------------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, int | bool]:
-        """`{"pending", "failed", "delivered", "paused"}`: counts for the whole file (`delivered`: ever), and
+        """`{"pending", "failed", "delivered", "paused"}`: counts for the whole store (`delivered`: ever), and
         whether this process's delivery is paused."""
         self._check_usable()
         counts: dict[str, int | bool] = dict(self._store.counts())
@@ -361,17 +406,20 @@ class Outbox:
         self._check_usable()
         return self._store.purge_failed()
 
-    def _check_usable(self) -> None:
+    def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("This Outbox is closed")
+
+    def _check_usable(self) -> None:
+        self._check_open()
         if self._forked:
             self._reopen_after_fork()
 
     # -- fork ---------------------------------------------------------------------------------------------------
 
     def _reopen_after_fork(self) -> None:
-        """In a forked child, on first use: a connection, a claim owner and a thread of its own. The parent's
-        connection and HTTP connections are left untouched (closing them here would disturb the parent's)."""
+        """In a forked child, on first use: connections, a claim owner and a thread of its own. The parent's
+        store and HTTP connections are left untouched (closing them here would disturb the parent's)."""
         with self._start_lock:
             if not self._forked:
                 return
@@ -381,8 +429,7 @@ class Outbox:
                 _ABANDONED.append(inherited)
                 self._client = CMSClient(inherited._token, inherited.host, timeout=inherited.timeout)
                 self._settings.send = self._client._deliver
-            # A ":memory:" queue starts empty: its events stay the parent's to deliver.
-            self._store = Store(self._path, self._durability, lease=self._store.lease)
+            self._store = self._store.reopened()
         self._set_up_process()
         if self._store.counts()["pending"]:
             self._delivering()
@@ -390,7 +437,7 @@ class Outbox:
 
 #: The outboxes of this process that are not closed: flushed at exit, reset in a forked child.
 _LIVE: weakref.WeakSet[Outbox] = weakref.WeakSet()
-#: What a forked child inherited and must neither use nor close (an SQLite connection must not cross a fork).
+#: What a forked child inherited and must neither use nor close (a connection must not cross a fork).
 _ABANDONED: list[object] = []
 _held_for_fork: list[Outbox] = []
 
@@ -400,35 +447,36 @@ def _at_exit() -> None:
         try:
             outbox.close()
         except Exception:
-            logger.exception("CutMeShort outbox %s: could not close at exit", outbox._path)
+            logger.exception("CutMeShort outbox %s: could not close at exit", outbox._label)
 
 
 def _before_fork() -> None:
-    # No thread of this process may be inside SQLite while it forks: the child would inherit its locks held.
+    # No thread of this process may be inside a store's connection while it forks: the child would inherit its
+    # locks held (SQLite's, a driver's).
     _held_for_fork[:] = list(_LIVE)
     for outbox in _held_for_fork:
-        outbox._store.reader_lock.acquire()  # in the order the delivery thread takes them
-        outbox._store.lock.acquire()
+        for lock in outbox._store.locks:
+            lock.acquire()
 
 
 def _after_fork_in_parent() -> None:
     for outbox in _held_for_fork:
-        outbox._store.lock.release()
-        outbox._store.reader_lock.release()
+        for lock in reversed(outbox._store.locks):
+            lock.release()
     _held_for_fork.clear()
 
 
 def _after_fork_in_child() -> None:
     for outbox in _held_for_fork:
-        outbox._store.lock.release()
-        outbox._store.reader_lock.release()
+        for lock in reversed(outbox._store.locks):
+            lock.release()
         outbox._start_lock = threading.Lock()
         outbox._forked = True
     _held_for_fork.clear()
 
 
 def _check_settings(
-    path: object,
+    target: object,
     *,
     rate_limit: object,
     max_pending: object,
@@ -438,8 +486,8 @@ def _check_settings(
     lease: object,
     durability: object,
 ) -> None:
-    if not isinstance(path, str) or not path:
-        raise TypeError("path must be a non-empty str or os.PathLike (or ':memory:')")
+    if not isinstance(target, str) or not target:
+        raise TypeError("target must be a non-empty str or os.PathLike: a path, ':memory:' or a postgresql:// URL")
     if rate_limit is not None and not _positive(rate_limit):
         raise ValueError("rate_limit must be a positive number of requests per minute, or None for no pacing")
     if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
@@ -452,7 +500,7 @@ def _check_settings(
         raise ValueError("flush_on_exit must be a number of seconds >= 0")
     if not _positive(lease):
         raise ValueError("lease must be a positive number of seconds")
-    if durability not in ("process", "power"):
+    if durability not in (None, "process", "power"):
         raise ValueError('durability must be "process" or "power"')
 
 
@@ -462,3 +510,20 @@ def _positive(value: object) -> bool:
 
 atexit.register(_at_exit)
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+
+
+class Within:
+    """`track_lead` / `track_sale` written through the app's own database connection, in its current transaction
+    (from `Outbox.within(connection)`): the sale exists only if the order commits. Same arguments and results as
+    `Outbox.track_*`; delivery sees the event once the transaction commits, a rollback leaves nothing. Make one
+    per transaction, or keep one per connection: it holds nothing but the two."""
+
+    track_lead = _joiner("track_lead", build_lead)
+    track_sale = _joiner("track_sale", build_sale)
+
+    def __init__(self, outbox: Outbox, through: Through) -> None:
+        self._outbox = outbox
+        self._through = through
+
+    def __repr__(self) -> str:
+        return f"<Within {self._outbox!r}>"

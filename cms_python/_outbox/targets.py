@@ -1,0 +1,65 @@
+"""What an outbox target names, and the store that keeps it: a file (or ":memory:") for the SQLite store, a
+`postgresql://` URL for the PostgreSQL store. Anything else that looks like a URL is refused: taken for a path,
+it would become folders named after it, password included."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Literal
+
+from .store import Store
+
+#: The URL schemes the PostgreSQL store serves (libpq's own).
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+_SCHEME = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
+# user:password@ in a URL's authority: the password is what goes.
+_PASSWORD = re.compile(r"(?P<start>[A-Za-z][A-Za-z0-9+.\-]*://[^/?#@:]*):[^/?#@]*@")
+# password=... in a query string or a keyword/value connection string.
+_PASSWORD_PARAMETER = re.compile(r"(?P<name>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^&\s]*)", re.IGNORECASE)
+
+
+def is_database_url(target: str) -> bool:
+    """Whether `target` is a PostgreSQL URL (else a path); `ValueError` for any other `scheme://`."""
+    match = _SCHEME.match(target)
+    if match is None:
+        return False
+    if match["scheme"].lower() in POSTGRES_SCHEMES:
+        return True
+    raise ValueError(
+        f"An outbox target is a file path (or ':memory:') or a PostgreSQL URL "
+        f"({' or '.join(f'{scheme}://' for scheme in POSTGRES_SCHEMES)}...), not a {match['scheme']}:// URL"
+    )
+
+
+def label(target: str) -> str:
+    """`target` as it may be shown (messages, logs, reprs, thread names): a URL's password replaced by `***`."""
+    shown = _PASSWORD.sub(r"\g<start>:***@", target)
+    return _PASSWORD_PARAMETER.sub(r"\g<name>***", shown)
+
+
+def open_store(
+    target: str | os.PathLike[str],
+    *,
+    durability: Literal["process", "power"] | None,
+    lease: float,
+    scope: str | None,
+) -> Store:
+    """The store of `target`, opened (and set up on first use). `scope`: what the PostgreSQL store keeps apart
+    the events of different API tokens by (see `store.token_scope`; None: every token's, to look and retry only);
+    a file keeps one token's.
+
+    Raises `ValueError` for a target that is not an outbox, is corrupt or is newer than this SDK (the message
+    names it without a password), `OSError` when it cannot be reached or created, `ImportError` when the
+    `postgres` extra is not installed.
+    """
+    path = os.fspath(target)
+    if is_database_url(path):
+        if durability is not None:
+            raise ValueError("durability is for a file outbox: in PostgreSQL, the commit decides")
+        from .postgres import PostgresStore  # noqa: PLC0415 - psycopg only for a database target
+
+        return PostgresStore(path, lease=lease, scope=scope)
+    from .sqlite import SQLiteStore  # noqa: PLC0415 - sqlite3 only for a file target
+
+    return SQLiteStore(path, durability or "process", lease=lease)
