@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from cms_python._cli import main
 from cms_python._outbox_store import Store
 from cms_python.testing import Sandbox
 
+from .children import started, wait_until
 from .conftest import LEAD, SALE, TOKEN
 
 
@@ -140,6 +143,21 @@ def test_deliver_stops_when_the_token_is_refused(
         status, _, err = run(capsys, "deliver", str(path), "--until-empty")
     assert (status, "paused" in err) == (1, True)
     assert json.loads(run(capsys, str(path))[1])["pending"] == 2
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["terminal", "background-job"])
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_deliver_runs_until_stopped(path: Path, url: str, sandbox: Sandbox, stop: int, background: bool) -> None:
+    argv = [sys.executable, "-m", "cms_python", "outbox", "deliver", str(path), "--host", url, "--token", TOKEN]
+    options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with started([*argv, "--rate-limit", "0"], background=background, **options) as process:
+        wait_until(lambda: len(sandbox.leads) == 3)  # the two pending leads delivered: it is running, and waits
+        process.send_signal(stop)
+        out, err = process.communicate(timeout=30)
+    assert (process.returncode, out, err) == (0, "", "")
+    store = Store(str(path), "process")
+    assert store.counts() == {"pending": 0, "failed": 1, "delivered": 3}
+    store.close()
 
 
 def test_failed_events_print_strict_json_whatever_the_server_said(
