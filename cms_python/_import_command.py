@@ -17,6 +17,7 @@ from ._base import HOST_VARIABLE, TOKEN_VARIABLE
 from ._client import CMSClient
 from ._import_rows import FORMATS, KINDS, MalformedInputError, format_of
 from ._importing import KEPT_PROBLEMS, OUTBOX_SUFFIX, ImportSummary, RowProblem, import_events
+from ._printable import printable
 from ._signals import stop_on_signals
 
 #: Seconds between two progress lines when standard output is not a terminal.
@@ -379,4 +380,4 @@ class _Lines(_Progress):
 def _problem(problem: RowProblem) -> str:
     where = f"line {problem.line}" if problem.line is not None else "(not in the file)"
     what = problem.error if problem.type == "validation_error" else f"{problem.type}: {problem.error}"
-    return f"  {where}: {what}"
+    return f"  {where}: {printable(what)}"  # a server's words, or a row's values

@@ -27,6 +27,7 @@ from . import _retry
 from ._attempts import Done, GaveUp
 from ._operations import LEAD, SALE, Operation, TrackRequest
 from ._outbox_store import DELIVERED_MEMORY, Store, StoredEvent
+from ._printable import printable
 from ._results import error
 from ._types import TrackError
 
@@ -283,14 +284,14 @@ class Delivery:
         logger.error(
             "CutMeShort outbox %s: delivery paused: the API answered %s (%s): the token is wrong or lacks access. "
             "Nothing is lost; fix the token, then call outbox.resume() (or start a new process).",
-            self._store.path, result["status_code"], result["type"],
+            self._store.path, result["status_code"], printable(result["type"]),
         )  # fmt: skip
         self.paused = True
 
     def _fail(self, event: StoredEvent, result: TrackError, *, attempted: bool) -> None:
         logger.warning(
             "CutMeShort outbox %s: %s %s failed for good: status %s, type %s",
-            self._store.path, event.kind, event.event_id, result["status_code"], result["type"],
+            self._store.path, event.kind, event.event_id, result["status_code"], printable(result["type"]),
         )  # fmt: skip
         # Called before the event leaves `pending`, so that a flush() that saw it go also saw the callback run.
         on_failure = self._settings.on_failure

@@ -349,6 +349,11 @@ def _strict_json(text: str) -> object:
             {"name": "Zo\u00eb \U0001f600"},
             id="unicode",
         ),
+        pytest.param(
+            b'{"success": true, "data": {"name": "\\u009b31m \\u202e \\u2028 \\u001b[2J \\u0007 \\udb40\\udc01"}}',
+            {"name": "\x9b31m \u202e \u2028 \x1b[2J \x07 \U000e0001"},
+            id="controls",
+        ),
     ],
 )
 def test_the_result_is_printed_as_strict_json(server, body, data, encoding):
@@ -363,3 +368,4 @@ def test_the_result_is_printed_as_strict_json(server, body, data, encoding):
     )
     assert (completed.returncode, completed.stderr) == (0, b"")
     assert _strict_json(completed.stdout.decode(encoding))["data"] == data
+    assert completed.stdout.decode(encoding).replace("\n", "").isprintable()  # a terminal gets nothing to act on
