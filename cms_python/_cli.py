@@ -6,13 +6,10 @@ import argparse
 import json
 import os
 import shlex
-import signal
 import sys
 import textwrap
-import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from types import FrameType
 from typing import Any
 
 from ._base import HOST_VARIABLE, TOKEN_VARIABLE
@@ -20,6 +17,7 @@ from ._client import CMSClient
 from ._import_command import add_import_command
 from ._outbox_cli import add_command as add_outbox_command
 from ._output import strict_json, write
+from ._signals import stop_on_signals
 from ._types import TrackResult
 from ._version import __version__
 from .testing import Sandbox
@@ -270,29 +268,19 @@ def _sandbox(args: argparse.Namespace) -> int:
         sandbox = Sandbox(args.token, rate_limit=args.rate_limit)
     except ValueError as exc:
         args.parser.error(str(exc))
-    # SIGTERM (`kill`, container stops) ends it as cleanly as Ctrl-C does.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with sandbox.serve(args.port, args.host, log=None if args.quiet else _log) as url:
+        with stop_on_signals() as stop, sandbox.serve(args.port, args.host, log=None if args.quiet else _log) as url:
             write(f"CutMeShort sandbox listening on {url} (Ctrl-C to stop)")
             # Quoted for the shell: an IPv6 URL's brackets are a glob pattern (zsh refuses an unmatched one).
             token = shlex.quote(args.token or "any-token")
             write(f"  export {HOST_VARIABLE}={shlex.quote(url)} {TOKEN_VARIABLE}={token}")
-            try:
-                threading.Event().wait()
-            except KeyboardInterrupt:
-                write("\nStopped.")
+            stop.wait()
+            write("\nStopped.")
     except OSError as exc:
         print(f"cms sandbox: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     _print_summary(sandbox)
     return 0
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def _log(line: str) -> None:

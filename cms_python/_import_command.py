@@ -5,21 +5,20 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from types import FrameType
 from typing import Any, Protocol, TextIO
 
 from ._base import HOST_VARIABLE, TOKEN_VARIABLE
 from ._client import CMSClient
 from ._import_rows import FORMATS, KINDS, MalformedInputError, format_of
 from ._importing import KEPT_PROBLEMS, OUTBOX_SUFFIX, ImportSummary, RowProblem, import_events
+from ._printable import printable
+from ._signals import stop_on_signals
 
 #: Seconds between two progress lines when standard output is not a terminal.
 LINE_INTERVAL = 5.0
@@ -108,7 +107,7 @@ def _import(args: argparse.Namespace) -> int:
     name = "standard input" if stdin else args.file
     display = _display(sys.stdout, name, None if args.dry_run else rate_limit, sending=not args.dry_run)
     try:
-        with _spooled(args.file) as path, _stop_on_signals() as stop:
+        with _spooled(args.file) as path, stop_on_signals() as stop:
             summary = import_events(
                 path,
                 None if args.dry_run else outbox,
@@ -163,27 +162,6 @@ def _spooled(file: str) -> Iterator[str]:
         with open(path, "wb") as copy:
             shutil.copyfileobj(sys.stdin.buffer, copy)
         yield path
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """An event that Ctrl-C (or SIGTERM) sets, to stop between two rows; a second Ctrl-C stops at once."""
-    stop = threading.Event()
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def _report(summary: ImportSummary, args: argparse.Namespace, outbox: str, rate_limit: float | None) -> int:  # noqa: PLR0911
@@ -402,4 +380,4 @@ class _Lines(_Progress):
 def _problem(problem: RowProblem) -> str:
     where = f"line {problem.line}" if problem.line is not None else "(not in the file)"
     what = problem.error if problem.type == "validation_error" else f"{problem.type}: {problem.error}"
-    return f"  {where}: {what}"
+    return f"  {where}: {printable(what)}"  # a server's words, or a row's values

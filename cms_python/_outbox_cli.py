@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ._base import HOST_VARIABLE, TOKEN_VARIABLE
 from ._output import strict_json, write
+from ._signals import stop_on_signals
 
 #: The outbox file when no PATH is given.
 PATH_VARIABLE = "CMS_OUTBOX_PATH"  # the name of the web integrations' setting
@@ -123,32 +122,31 @@ def _deliver(args: argparse.Namespace, path: str) -> int:
     token = args.token or os.environ.get(TOKEN_VARIABLE)
     if not token:
         args.parser.error(f"no API token: pass --token or set {TOKEN_VARIABLE}")
-    outbox = Outbox(path, token, args.host, rate_limit=args.rate_limit or None, flush_on_exit=0)
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    progress = _Progress(outbox.stats()["delivered"]) if sys.stderr.isatty() else None
-    status = 0
-    try:
-        while not stop.is_set():
-            flushed = outbox.flush(timeout=_PROGRESS_EVERY)
-            stats = outbox.stats()
+    # Before the outbox starts delivering: from its first request on, a signal stops it.
+    with stop_on_signals() as stop:
+        outbox = Outbox(path, token, args.host, rate_limit=args.rate_limit or None, flush_on_exit=0)
+        progress = _Progress(outbox.stats()["delivered"]) if sys.stderr.isatty() else None
+        status = 0
+        try:
+            while not stop.is_set():
+                flushed = outbox.flush(timeout=_PROGRESS_EVERY)
+                stats = outbox.stats()
+                if progress is not None:
+                    progress.show(stats)
+                if stats["paused"]:
+                    print("cms outbox: delivery paused: the API refused the token (401/403)", file=sys.stderr)
+                    status = 1
+                    break
+                if flushed and args.until_empty:
+                    break
+                if flushed:  # nothing pending now: look again in a moment (an app may be queueing)
+                    stop.wait(_PROGRESS_EVERY)
+        except KeyboardInterrupt:  # a second signal: at once
+            pass
+        finally:
             if progress is not None:
-                progress.show(stats)
-            if stats["paused"]:
-                print("cms outbox: delivery paused: the API refused the token (401/403)", file=sys.stderr)
-                status = 1
-                break
-            if flushed and args.until_empty:
-                break
-            if flushed:  # nothing pending now: look again in a moment (an app may be queueing)
-                stop.wait(_PROGRESS_EVERY)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if progress is not None:
-            progress.end()
-        outbox.close(timeout=0)
+                progress.end()
+            outbox.close(timeout=0)
     return status
 
 

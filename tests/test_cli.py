@@ -8,16 +8,20 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
 
 from cms_python import CMSClient
 from cms_python._cli import main
+from cms_python._signals import stop_on_signals
 from cms_python.testing import SANDBOX_HOST, Sandbox
 from cms_python.testing._summary import summary
 
+from .children import started
 from .servers import Reply, has_ipv6_loopback
 
 LEAD_ARGS = ["--event-name", "signup_started", "--customer-external-id", "user_42"]
@@ -187,25 +191,23 @@ def test_python_m_cms_python_demo():
     assert completed.stderr == ""
 
 
-def _start_cms_sandbox(*arguments: str) -> tuple[subprocess.Popen[str], str]:
-    """`cms sandbox` in a child process, and the URL its banner gives."""
-    process = subprocess.Popen(
-        _python_m("sandbox", "--port", "0", "--token", "tok", *arguments),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_child_environment(),
-    )
-    assert process.stdout is not None
-    banner = process.stdout.readline()
-    assert banner.startswith("CutMeShort sandbox listening on http://"), banner
-    return process, banner.split()[4]
+@contextmanager
+def _cms_sandbox(*arguments: str, background: bool = False) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`cms sandbox` in a child process (`background`: as a background job, SIGINT ignored), and the URL its
+    banner gives."""
+    argv = _python_m("sandbox", "--port", "0", "--token", "tok", *arguments)
+    options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "env": _child_environment()}
+    with started(argv, background=background, **options) as process:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        assert banner.startswith("CutMeShort sandbox listening on http://"), banner
+        yield process, banner.split()[4]
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
-def test_cms_sandbox_serves_until_stopped(stop):
-    process, url = _start_cms_sandbox()
-    try:
+@pytest.mark.parametrize("background", [False, True], ids=["terminal", "background-job"])
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_cms_sandbox_serves_until_stopped(stop, background):
+    with _cms_sandbox(background=background) as (process, url):
         assert url.startswith("http://127.0.0.1:")
         response = httpx.post(
             f"{url}/track/lead",
@@ -215,9 +217,6 @@ def test_cms_sandbox_serves_until_stopped(stop):
         assert response.status_code == 200
         process.send_signal(stop)
         out, err = process.communicate(timeout=20)
-    finally:
-        process.kill()
-        process.wait()
     assert process.returncode == 0, err
     assert "Stopped." in out
     assert "Recorded: 1 lead(s) and 0 sale(s) from 1 request(s)." in out
@@ -226,8 +225,7 @@ def test_cms_sandbox_serves_until_stopped(stop):
 
 
 def test_cms_sandbox_escapes_what_clients_sent_when_stopped():
-    process, url = _start_cms_sandbox()
-    try:
+    with _cms_sandbox() as (process, url):
         # A terminal's escape sequences (set the window title, clear the screen) and a lone surrogate, which no
         # encoding can print, as a client could send them.
         content = rb'{"eventName": "e", "customerExternalId": "\u001b]0;owned\u0007\u001b[2J", "clickId": "\ud800",'
@@ -236,13 +234,24 @@ def test_cms_sandbox_escapes_what_clients_sent_when_stopped():
         assert httpx.post(f"{url}/track/lead", content=content, headers=headers).status_code == 200
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=20)
-    finally:
-        process.kill()
-        process.wait()
     assert process.returncode == 0, err
     assert "click \\ud800: 1 lead(s), 0 sale(s), revenue none; customers: \\x1b]0;owned\\x07\\x1b[2J" in out
     assert "deferred association: customer \\x1b]0;owned\\x07\\x1b[2J -> click \\ud800" in out
     assert not {"\x1b", "\x07"} & set(out + err)
+
+
+def test_a_first_signal_asks_to_stop_a_second_interrupts_and_the_handlers_come_back():
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with stop_on_signals() as stop:
+        assert not stop.is_set()
+        # Sent while this thread waits on the event, as `kill` would: the handler runs here, in the wait.
+        sender = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM))
+        sender.start()
+        assert stop.wait(timeout=30)
+        sender.join()
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_the_summary_escapes_every_character_a_terminal_could_act_on():
@@ -261,8 +270,7 @@ def test_the_summary_escapes_every_character_a_terminal_could_act_on():
 
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
 def test_cms_sandbox_listens_on_ipv6():
-    process, url = _start_cms_sandbox("--host", "::1")
-    try:
+    with _cms_sandbox("--host", "::1") as (process, url):
         assert url.startswith("http://[::1]:")
         assert process.stdout is not None
         assert process.stdout.readline() == f"  export CMS_HOST='{url}' CMS_BEARER_TOKEN=tok\n"
@@ -270,9 +278,6 @@ def test_cms_sandbox_listens_on_ipv6():
             assert client.track_lead(click_id="c", event_name="e", customer_external_id="u")["success"] is True
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=20)
-    finally:
-        process.kill()
-        process.wait()
     assert process.returncode == 0, err
     assert "Recorded: 1 lead(s)" in out
 
@@ -344,6 +349,11 @@ def _strict_json(text: str) -> object:
             {"name": "Zo\u00eb \U0001f600"},
             id="unicode",
         ),
+        pytest.param(
+            b'{"success": true, "data": {"name": "\\u009b31m \\u202e \\u2028 \\u001b[2J \\u0007 \\udb40\\udc01"}}',
+            {"name": "\x9b31m \u202e \u2028 \x1b[2J \x07 \U000e0001"},
+            id="controls",
+        ),
     ],
 )
 def test_the_result_is_printed_as_strict_json(server, body, data, encoding):
@@ -358,3 +368,4 @@ def test_the_result_is_printed_as_strict_json(server, body, data, encoding):
     )
     assert (completed.returncode, completed.stderr) == (0, b"")
     assert _strict_json(completed.stdout.decode(encoding))["data"] == data
+    assert completed.stdout.decode(encoding).replace("\n", "").isprintable()  # a terminal gets nothing to act on

@@ -17,8 +17,7 @@ import subprocess
 import sys
 import termios
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,7 +26,11 @@ import pytest
 import cms_python._importing
 from cms_python import Outbox, import_events
 from cms_python._cli import main
+from cms_python._import_command import _problem
+from cms_python._importing import RowProblem
 from cms_python.testing import Sandbox
+
+from .children import started, wait_until
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 HEADER = ["kind", "event_name", "customer_external_id", "click_id", "invoice_id", "amount", "currency", "timestamp"]
@@ -68,14 +71,6 @@ def served() -> Iterator[SimpleNamespace]:
 
 def environment(url: str) -> dict[str, str]:
     return {**os.environ, "CMS_BEARER_TOKEN": "import-token", "CMS_HOST": url, "PYTHONUNBUFFERED": "1"}
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.02)
 
 
 # -- through the Python API, in-process ------------------------------------------------------------------------
@@ -214,6 +209,11 @@ def test_rows_the_api_refuses_exit_1_and_go_to_the_errors_file_with_their_line(s
     assert [lead.customer_external_id for lead in served.sandbox.leads] == ["u1", "u3"]
 
 
+def test_a_problem_line_escapes_what_a_terminal_could_act_on():
+    problem = RowProblem(2, "bad\u202etype", "\x9b31m red \u2028 line \x1b[2J clear \x07 bell")
+    assert _problem(problem) == "  line 2: bad\\u202etype: \\x9b31m red \\u2028 line \\x1b[2J clear \\x07 bell"
+
+
 def test_every_valid_row_delivered_exits_0(served, tmp_path, capsys):
     path = write_orders(tmp_path / "orders.csv", 6)
     result = run_cli(capsys, str(path), "--rate-limit", "0", "--token", "import-token", "--host", served.url)
@@ -260,19 +260,28 @@ def command(path: Path, *options: str) -> list[str]:
     return [sys.executable, "-m", "cms_python", "import", str(path), *options]
 
 
-@pytest.mark.parametrize("kill", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
-def test_interrupted_then_the_same_command_again_records_each_row_once(served, tmp_path, kill):
+@pytest.mark.parametrize(
+    ("kill", "background"),
+    [
+        pytest.param(signal.SIGINT, False, id="ctrl-c"),
+        pytest.param(signal.SIGINT, True, id="SIGINT-to-a-background-job"),
+        pytest.param(signal.SIGTERM, True, id="SIGTERM-to-a-background-job"),
+        pytest.param(signal.SIGKILL, False, id="kill-9"),
+    ],
+)
+def test_interrupted_then_the_same_command_again_records_each_row_once(served, tmp_path, kill, background):
     rows = 120
     path = write_orders(tmp_path / "orders.csv", rows)
     same_command = command(path, "--rate-limit", "2400")  # 40 a second: the first run is stopped halfway
 
-    first = subprocess.Popen(same_command, env=environment(served.url), stdout=subprocess.PIPE, text=True)
-    wait_until(lambda: len(served.sandbox.requests) >= 20)
-    first.send_signal(kill)
-    out, _ = first.communicate(timeout=60)
+    options = {"env": environment(served.url), "stdout": subprocess.PIPE}
+    with started(same_command, background=background, **options) as first:
+        wait_until(lambda: len(served.sandbox.requests) >= 20)
+        first.send_signal(kill)
+        out, _ = first.communicate(timeout=60)
     sent_before = len(served.sandbox.requests)
     assert sent_before < rows
-    if kill == signal.SIGINT:
+    if kill != signal.SIGKILL:
         assert first.returncode == 130
         assert "Interrupted." in out
         assert "To resume, run the same command again: rows already queued are not queued twice." in out
@@ -292,23 +301,28 @@ def run_in_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
     """Run `argv` with a pseudo-terminal (100 columns) as its standard output and error; its status, its output."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    process = subprocess.Popen(argv, stdout=follower, stderr=follower, stdin=subprocess.DEVNULL, env=env)
-    os.close(follower)
     output = b""
-    while True:
-        ready, _, _ = select.select([leader], [], [], 60)
-        if not ready:
-            process.kill()
-            raise AssertionError("no output for 60 s")
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # EIO: the terminal's other end closed
-            break
-        if not chunk:
-            break
-        output += chunk
-    os.close(leader)
-    return process.wait(timeout=30), output.decode()
+    try:
+        with started(argv, stdout=follower, stderr=follower, stdin=subprocess.DEVNULL, env=env) as process:
+            os.close(follower)
+            follower = -1
+            while True:
+                ready, _, _ = select.select([leader], [], [], 60)
+                if not ready:
+                    raise AssertionError("no output for 60 s")
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # EIO: the terminal's other end closed
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            status = process.wait(timeout=30)
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+    return status, output.decode()
 
 
 def test_a_terminal_shows_the_bar(served, tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,9 @@ from cms_python._cli import main
 from cms_python._outbox.sqlite import SQLiteStore
 from cms_python.testing import Sandbox
 
+from .children import started, wait_until
 from .conftest import LEAD, SALE, TOKEN
+from .servers import LoopbackServer, Reply
 
 
 @pytest.fixture
@@ -142,6 +146,21 @@ def test_deliver_stops_when_the_token_is_refused(
     assert json.loads(run(capsys, str(path))[1])["pending"] == 2
 
 
+@pytest.mark.parametrize("background", [False, True], ids=["terminal", "background-job"])
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_deliver_runs_until_stopped(path: Path, url: str, sandbox: Sandbox, stop: int, background: bool) -> None:
+    argv = [sys.executable, "-m", "cms_python", "outbox", "deliver", str(path), "--host", url, "--token", TOKEN]
+    options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with started([*argv, "--rate-limit", "0"], background=background, **options) as process:
+        wait_until(lambda: len(sandbox.leads) == 3)  # the two pending leads delivered: it is running, and waits
+        process.send_signal(stop)
+        out, err = process.communicate(timeout=30)
+    assert (process.returncode, out, err) == (0, "", "")
+    store = SQLiteStore(str(path))
+    assert store.counts() == {"pending": 0, "failed": 1, "delivered": 3}
+    store.close()
+
+
 def test_failed_events_print_strict_json_whatever_the_server_said(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -162,3 +181,32 @@ def test_failed_events_print_strict_json_whatever_the_server_said(
     printed = json.loads(line, parse_constant=refuse)
     assert printed["result"]["error"] == "bad \ud800"
     assert printed["result"]["details"] == {"n": None}
+
+
+def test_failed_events_print_what_the_server_said_escaped_for_a_terminal(
+    tmp_path: Path, server: LoopbackServer, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A C1 control sequence introducer (red text), a bidirectional override, a line separator, a clear-screen
+    # sequence, a bell, a delete, an invisible tag character: a terminal would act on each of them.
+    hostile = "\x9b31m red \u202e evil \u2028 line \x1b[2J clear \x07 bell \x7f del \U000e0001 tag"
+    kind = "bad\x9b31m\u202e\u2028\x1b[2J\x07"
+    body = {"success": False, "error": hostile, "type": kind, "details": {"field": hostile}}
+    server.default = Reply(status=422, body=body)
+    file = tmp_path / "outbox.sqlite3"
+    with Outbox(file, TOKEN, server.url, rate_limit=None) as outbox:
+        outbox.track_lead(**{**LEAD, "customer_external_id": "Zoë 日本"})
+        assert outbox.flush(timeout=30)
+
+    status, out, _ = run(capsys, str(file), "--failed")
+
+    raw = {character for character in hostile + kind if not character.isprintable()}
+    assert status == 0
+    assert not raw & set(out)
+    assert caplog.records  # the outbox's warnings, which name the type, escape it too
+    assert not raw & set("".join(record.getMessage() for record in caplog.records))
+    (line,) = out.splitlines()
+    event = json.loads(line)
+    assert (event["result"]["error"], event["result"]["type"]) == (hostile, kind)
+    assert event["result"]["details"] == {"field": hostile}
+    assert event["arguments"]["customer_external_id"] == "Zoë 日本"
+    assert "Zoë 日本" in line  # printable text in any script stays as it is

@@ -1,0 +1,42 @@
+"""How the long-running `cms` commands stop: on SIGINT (Ctrl-C) or SIGTERM (`kill`, a container stopping), however
+they were started."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event that SIGINT or SIGTERM sets while inside: the command stops at its next step, as cleanly as it ends
+    on its own; a second signal raises KeyboardInterrupt, to stop at once. The previous handlers come back after.
+
+    Installed whatever SIGINT's handler was: a background job (`cmd &`, nohup) starts with SIGINT ignored, and
+    Python leaves it ignored. Outside the main thread, where Python installs no handler, the event is only set by
+    its holder.
+    """
+    stop = threading.Event()
+    signalled = False
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        nonlocal signalled
+        if signalled:
+            raise KeyboardInterrupt
+        signalled = True
+        # Not stop.set() here: the handler runs in the main thread, which may be inside stop.wait() holding the
+        # event's lock, and would wait for itself. Another thread takes the lock once the main thread lets it go.
+        threading.Thread(target=stop.set, name="cms-stop").start()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
