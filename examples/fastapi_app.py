@@ -8,7 +8,8 @@ without waiting for the API.
         http://127.0.0.1:8000/signup
 
 CMS_BEARER_TOKEN=... : against the API (CMS_HOST to change host). No token: against the offline sandbox,
-which prints a line for each event it receives. CMS_OUTBOX_PATH: where queued events are kept; PORT.
+which prints a line for each event it receives. CMS_OUTBOX_PATH: where queued events are kept; CMS_ATTRIBUTION:
+last_click (default: a new click replaces the visitor's) or first_click (the first click is kept); PORT.
 """
 
 import atexit
@@ -34,7 +35,7 @@ if not token:
     token, host = SANDBOX_TOKEN, serving.enter_context(sandbox.serve(log=print))
 
 app = FastAPI(lifespan=cms_lifespan(os.environ.get("CMS_OUTBOX_PATH", "cms-outbox.sqlite3"), token=token, host=host))
-app.add_middleware(ClickIdMiddleware)  # attribution="first_click" to keep the first click
+app.add_middleware(ClickIdMiddleware, attribution=os.environ.get("CMS_ATTRIBUTION", "last_click"))
 
 
 class Signup(BaseModel):

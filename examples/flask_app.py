@@ -5,7 +5,8 @@ without waiting for the API.
     python examples/flask_app.py        # then open http://127.0.0.1:5000/?cms_rf=id_123 and sign up
 
 CMS_BEARER_TOKEN=... : against the API (CMS_HOST to change host). No token: against the offline sandbox,
-which prints a line for each event it receives. CMS_OUTBOX_PATH: where queued events are kept; PORT.
+which prints a line for each event it receives. CMS_OUTBOX_PATH: where queued events are kept; CMS_ATTRIBUTION:
+last_click (default: a new click replaces the visitor's) or first_click (the first click is kept); PORT.
 """
 
 import atexit
@@ -29,7 +30,7 @@ if not os.environ.get("CMS_BEARER_TOKEN"):
     atexit.register(serving.close)
     app.config["CMS_HOST"] = serving.enter_context(sandbox.serve(log=print))
     app.config["CMS_BEARER_TOKEN"] = SANDBOX_TOKEN
-cms = CMS(app)  # attribution="first_click" to keep the first click
+cms = CMS(app, attribution=os.environ.get("CMS_ATTRIBUTION", "last_click"))
 
 PAGE = """<!doctype html>
 <title>Shop</title>

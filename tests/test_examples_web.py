@@ -4,13 +4,9 @@ their own sandbox when no token is set."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,12 +16,7 @@ import pytest
 
 from cms_python.testing import Sandbox
 
-from .web_support import ServedSandbox, served_sandbox
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
-# Generous: only a broken example waits this long, and two cores are shared by everything running.
-PATIENCE = 60.0
+from .web_support import PATIENCE, Running, ServedSandbox, example_command, served_sandbox
 
 
 def fastapi_signup(browser: httpx.Client) -> httpx.Response:
@@ -43,79 +34,11 @@ def django_signup(browser: httpx.Client) -> httpx.Response:
     return browser.post("/signup", data={"email": "jane@example.com", "csrfmiddlewaretoken": match[1]})
 
 
-def command(example: str, port: int) -> list[str]:
-    if example == "django":
-        return [
-            sys.executable,
-            str(EXAMPLES / "django_app" / "manage.py"),
-            "runserver",
-            "--noreload",
-            f"127.0.0.1:{port}",
-        ]
-    return [sys.executable, str(EXAMPLES / f"{example}_app.py")]
-
-
 SIGNUPS: dict[str, Callable[[httpx.Client], httpx.Response]] = {
     "fastapi": fastapi_signup,
     "flask": flask_signup,
     "django": django_signup,
 }
-
-
-class Running:
-    """An example's server process; its output, as it comes, in `lines`."""
-
-    def __init__(self, example: str, env: dict[str, str], cwd: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self.process = subprocess.Popen(
-            command(example, self.port),
-            env={**env, "PORT": str(self.port), "PYTHONUNBUFFERED": "1"},
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-
-    def wait_for_output(self, text: str) -> None:
-        with self._changed:
-            found = self._changed.wait_for(lambda: any(text in line for line in self.lines), timeout=PATIENCE)
-        assert found, f"{text!r} not in the output:\n" + "\n".join(self.lines)
-
-    def wait_until_serving(self) -> None:
-        deadline = time.monotonic() + PATIENCE
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "the example exited:\n" + "\n".join(self.lines)
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        pytest.fail("the example did not start serving:\n" + "\n".join(self.lines))
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)  # Ctrl-C
-        try:
-            self.process.wait(timeout=PATIENCE)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._reader.join()
-        assert self.process.stdout is not None
-        self.process.stdout.close()
 
 
 @pytest.fixture
@@ -124,7 +47,11 @@ def start(tmp_path: Path) -> Iterator[Callable[[str, dict[str, str]], Running]]:
 
     def run(example: str, settings: dict[str, str]) -> Running:
         env = {name: value for name, value in os.environ.items() if not name.startswith("CMS_")}
-        running = Running(example, {**env, "CMS_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"), **settings}, tmp_path)
+        running = Running(
+            functools.partial(example_command, example),
+            {**env, "CMS_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"), **settings},
+            tmp_path,
+        )
         started.append(running)
         running.wait_until_serving()
         return running

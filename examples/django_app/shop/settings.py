@@ -24,7 +24,7 @@ MIDDLEWARE = [
 
 # CutMeShort. With a token in the environment, CMS_BEARER_TOKEN and CMS_HOST are read from there.
 CMS_OUTBOX_PATH = os.environ.get("CMS_OUTBOX_PATH", str(BASE_DIR / "cms-outbox.sqlite3"))
-CMS_ATTRIBUTION = "last_click"  # or "first_click"
+CMS_ATTRIBUTION = os.environ.get("CMS_ATTRIBUTION", "last_click")  # or "first_click"
 if not os.environ.get("CMS_BEARER_TOKEN"):
     print("CMS_BEARER_TOKEN is not set: tracking against the offline sandbox", flush=True)
     SANDBOX = Sandbox()
