@@ -1,4 +1,5 @@
-"""`cms outbox`: look into an outbox file, retry or purge its failed events, or deliver it in the foreground."""
+"""`cms outbox`: look into an outbox (a file, a PostgreSQL database), retry or purge its failed events, deliver it
+in the foreground, or create a database's tables."""
 
 from __future__ import annotations
 
@@ -14,23 +15,26 @@ from ._base import HOST_VARIABLE, TOKEN_VARIABLE
 from ._output import strict_json, write
 from ._signals import stop_on_signals
 
-#: The outbox file when no PATH is given.
+#: The outbox when no TARGET is given.
 PATH_VARIABLE = "CMS_OUTBOX_PATH"  # the name of the web integrations' setting
 _PROGRESS_EVERY = 0.5
 
-SUMMARY = "Show, retry, purge or deliver the events of an Outbox file."
+SUMMARY = "Show, retry, purge or deliver the events of an Outbox (a file or a PostgreSQL database)."
 EPILOG = f"""\
-cms outbox [PATH]                      print the counts: pending, failed, delivered (JSON)
-cms outbox [PATH] --failed             print each failed event with its last error (JSON lines)
-cms outbox [PATH] --retry-failed       queue the failed events again (the app's Outbox delivers them)
-cms outbox [PATH] --purge-failed       delete the failed events (asks first, unless --yes)
-cms outbox deliver [PATH] [--until-empty]
+cms outbox [TARGET]                    print the counts: pending, failed, delivered (JSON)
+cms outbox [TARGET] --failed           print each failed event with its last error (JSON lines)
+cms outbox [TARGET] --retry-failed     queue the failed events again (the app's Outbox delivers them)
+cms outbox [TARGET] --purge-failed     delete the failed events (asks first, unless --yes)
+cms outbox deliver [TARGET] [--until-empty]
                                        deliver in the foreground (a sidecar, a cron job): until stopped,
                                        or until nothing is pending; a progress line on a terminal
+cms outbox migrate URL                 create the outbox's tables in a PostgreSQL database (if missing)
+cms outbox migrate --sql               print the SQL that creates them, for your own migration tool
 
-PATH defaults to ${PATH_VARIABLE}. The file is never created here: a missing file is an error. `deliver` reads
-{TOKEN_VARIABLE} and {HOST_VARIABLE} (or --token, --host) and paces to --rate-limit requests per minute, shared
-with the other processes delivering from the file.
+TARGET is an outbox file or a postgresql:// URL; it defaults to ${PATH_VARIABLE}. A file is never created here:
+a missing file is an error. In a database, the counts and failed events are those of every token using it.
+`deliver` reads {TOKEN_VARIABLE} and {HOST_VARIABLE} (or --token, --host) and paces to --rate-limit requests per
+minute, shared with the other processes delivering from the target with that token.
 Exit status: 0 done, 1 not done (no such file, delivery paused by a 401/403), 2 bad usage.
 """
 
@@ -41,8 +45,8 @@ def add_command(
 ) -> None:
     """Register `cms outbox` with the `cms` parser (`command` is `_cli._command`)."""
     parser = command(commands, "outbox", SUMMARY, EPILOG, run)
-    parser.usage = "cms outbox [deliver] [PATH] [options]"
-    parser.add_argument("target", nargs="*", metavar="[deliver] PATH", help=argparse.SUPPRESS)
+    parser.usage = "cms outbox [deliver | migrate] [TARGET] [options]"
+    parser.add_argument("target", nargs="*", metavar="[deliver | migrate] TARGET", help=argparse.SUPPRESS)
     actions = parser.add_mutually_exclusive_group()
     actions.add_argument("--failed", action="store_true", help="print the failed events as JSON lines")
     actions.add_argument("--retry-failed", action="store_true", help="queue the failed events again")
@@ -54,29 +58,45 @@ def add_command(
     parser.add_argument(
         "--rate-limit", type=float, default=60.0, metavar="N", help="deliver: requests per minute, 0: no pacing (60)"
     )
+    parser.add_argument("--sql", action="store_true", help="migrate: print the SQL instead of running it")
 
 
 def run(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
+    from ._outbox.targets import is_database_url, label  # noqa: PLC0415 - the outbox only for this command
+
     target: list[str] = list(args.target)
-    deliver = bool(target) and target[0] == "deliver"
-    if deliver:
-        target.pop(0)
+    action = target.pop(0) if target and target[0] in ("deliver", "migrate") else None
     if len(target) > 1:
-        parser.error(f"one PATH at most, got {len(target)}")
+        parser.error(f"one TARGET at most, got {len(target)}")
+    if action == "migrate" and args.sql and not target:
+        from ._outbox.postgres_sql import schema_sql  # noqa: PLC0415
+
+        write(schema_sql())
+        return 0
     path = target[0] if target else os.environ.get(PATH_VARIABLE)
     if not path:
-        parser.error(f"no outbox file: give PATH or set {PATH_VARIABLE}")
-    if deliver and (args.failed or args.retry_failed or args.purge_failed):
-        parser.error("deliver takes no --failed, --retry-failed or --purge-failed")
-    if not deliver and (args.until_empty or args.token or args.host):
+        parser.error(f"no outbox: give TARGET or set {PATH_VARIABLE}")
+    if action is not None and (args.failed or args.retry_failed or args.purge_failed):
+        parser.error(f"{action} takes no --failed, --retry-failed or --purge-failed")
+    if action != "deliver" and (args.until_empty or args.token or args.host):
         parser.error("--until-empty, --token and --host go with 'cms outbox deliver'")
-    if not os.path.isfile(path) or not os.path.getsize(path):  # an empty file would become an outbox
+    if args.sql and action != "migrate":
+        parser.error("--sql goes with 'cms outbox migrate'")
+    try:
+        database = is_database_url(path)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if action == "migrate" and not database:
+        parser.error("migrate creates the tables of a PostgreSQL outbox: give a postgresql:// URL")
+    if not database and (not os.path.isfile(path) or not os.path.getsize(path)):  # an empty file would become one
         print(f"cms outbox: no outbox at {path}", file=sys.stderr)
         return 1
     try:
-        return _deliver(args, path) if deliver else _inspect(args, path)
-    except (ValueError, OSError) as exc:  # not an outbox, newer, corrupt, unreadable
+        if action == "migrate":
+            return _migrate(path, label(path))
+        return _deliver(args, path) if action == "deliver" else _inspect(args, path)
+    except (ValueError, OSError, ImportError) as exc:  # not an outbox, newer, corrupt, unreachable, no driver
         print(f"cms outbox: {exc}", file=sys.stderr)
         return 1
 
@@ -102,10 +122,10 @@ def _inspect(args: argparse.Namespace, path: str) -> int:
                 write(strict_json(line, indent=None))
         elif args.retry_failed:
             count = store.retry_failed()
-            print(f"{count} failed event(s) queued again; an Outbox on this file (or 'cms outbox deliver') sends them")
+            print(f"{count} failed event(s) queued again; an Outbox on it (or 'cms outbox deliver') sends them")
         elif args.purge_failed:
             count = store.counts()["failed"]
-            if count and not args.yes and not _confirm(f"Delete {count} failed event(s) from {path} for good?"):
+            if count and not args.yes and not _confirm(f"Delete {count} failed event(s) from {store.label} for good?"):
                 print("Nothing deleted.")
                 return 1
             print(f"{store.purge_failed()} failed event(s) deleted")
@@ -113,6 +133,15 @@ def _inspect(args: argparse.Namespace, path: str) -> int:
             write(json.dumps(store.counts()))
     finally:
         store.close()
+    return 0
+
+
+def _migrate(url: str, shown: str) -> int:
+    from ._outbox.store import LEASE  # noqa: PLC0415 - the outbox only for this command
+    from ._outbox.targets import open_store  # noqa: PLC0415
+
+    open_store(url, durability=None, lease=LEASE, scope=None).close()  # creates the tables if they are missing
+    print(f"The outbox's tables are in place in {shown}")
     return 0
 
 

@@ -15,6 +15,7 @@ import yaml
 from cms_python import AsyncCMSClient, CMSClient, TrackResult, _retry
 
 from .servers import LoopbackServer
+from .support.postgres import INSTALL_HINT, REQUIRED, PostgresServer, binaries
 
 # A fake token that the tests look for in every output.
 TOKEN = "test-token-5f1c9a"
@@ -126,3 +127,16 @@ def face(request: pytest.FixtureRequest) -> Iterator[Face]:
 def client(face: Face, server: LoopbackServer) -> FaceClient:
     """A client of the face under test, pointed at the loopback server."""
     return face.client(host=server.url)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test session's own (see `support.postgres`); skipped where there is none, but
+    in CI (`CMS_REQUIRE_POSTGRES=1`), where it fails."""
+    if binaries() is None:
+        if REQUIRED:
+            pytest.fail(f"CMS_REQUIRE_POSTGRES=1 but no {INSTALL_HINT}")
+        pytest.skip(f"needs {INSTALL_HINT}")
+    server = PostgresServer()
+    yield server
+    server.close()

@@ -170,7 +170,7 @@ def test_failed_events_print_strict_json_whatever_the_server_said(
     store.enqueue("lead", "key-1", "u", body, stamped_at=None, now=1.0, max_pending=10)
     (event,) = store.claim("me", 2.0, 1, None).events
     result = {"success": False, "error": "bad \ud800", "status_code": 400, "type": "x", "details": {"n": float("nan")}}
-    store.failed(event, result, attempted=True)
+    store.failed(event, result, attempted=True, now=0.0)
     store.close()
 
     def refuse(name: str) -> None:

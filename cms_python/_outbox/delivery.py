@@ -41,6 +41,8 @@ BATCH = 32
 #: they wait for a retry), and, when nothing is pending, for events queued by other processes.
 POLL = 0.25
 IDLE_POLL = 1.0
+#: The longest wait between two tries of a store that fails (a file that cannot be written, a database down).
+STORAGE_RETRY = 30.0
 #: How often to look for claims of processes that died.
 DEAD_OWNER_CHECK = 1.0
 _OPERATIONS: dict[str, Operation[Any]] = {"lead": LEAD, "sale": SALE}
@@ -114,7 +116,8 @@ class Delivery:
         self._unrecorded: list[StoredEvent] = []
         self._failures_in_a_row = 0
         self._last_dead_owner_check = 0.0
-        self._storage_trouble = False
+        #: Storage failures in a row: each makes the next look wait longer, from 0.5 s up to `STORAGE_RETRY`.
+        self._storage_failures = 0
         self._thread = threading.Thread(target=self._run, name=f"cms-outbox {store.label}", daemon=True)
 
     def start(self) -> None:
@@ -178,8 +181,8 @@ class Delivery:
         claim = self._store.claim(self._owner, now, 1 if interval is not None else BATCH, interval)
         if claim.pending:
             self.idle = False
-        if self._storage_trouble:
-            self._storage_trouble = False
+        if self._storage_failures:
+            self._storage_failures = 0
             logger.warning("CutMeShort outbox %s: storage works again; delivering", self._store.label)
         if claim.events:
             self._deliver(claim)
@@ -219,11 +222,8 @@ class Delivery:
                     held, expires = self._store.renew(self._owner, list(remaining), now)
                     remaining = deque(held)
                     continue
-                event = remaining.popleft()
-                outcome = self._deliver_one(event)
-                if outcome == "delivered":
-                    self._record_delivered(event)
-                elif outcome == "wait":
+                hold = self._deliver_one(remaining.popleft())
+                if hold is None or hold > 0:  # a retry or a pause; or another process was told to wait (a 429)
                     self._store.release(list(remaining))
                     return
         finally:
@@ -231,39 +231,37 @@ class Delivery:
             with self._progress:
                 self._progress.notify_all()
 
-    def _record_delivered(self, event: StoredEvent) -> None:
+    def _record_delivered(self, event: StoredEvent) -> float:
         try:
-            self._store.delivered([event], self._settings.clock.now())
+            return self._store.delivered([event], self._settings.clock.now())
         except StorageError:
             self._unrecorded.append(event)  # its claim stays this process's until it is recorded
             raise
 
-    def _deliver_one(self, event: StoredEvent) -> Literal["delivered", "recorded", "wait"]:
-        """Send one claimed event: "delivered" (to record), "recorded" (failed), or "wait" (the rest of a batch
-        must wait: a retry, a pause)."""
+    def _deliver_one(self, event: StoredEvent) -> float | None:
+        """Send one claimed event and record its outcome: then the seconds every process must wait before sending
+        (0: the batch goes on), or None when the rest of the batch must wait (a retry, a pause)."""
         settings = self._settings
         max_age = settings.max_age
         if max_age is not None and settings.clock.now() - event.queued_at >= max_age:
-            self._fail(event, _expired(event, max_age), attempted=False)
-            return "recorded"
+            return self._fail(event, _expired(event, max_age), attempted=False)
         try:
             request = _rebuild(event)
-        except (KeyError, ValueError, TypeError) as exc:  # the file was edited by hand
-            self._fail(event, error(f"The stored event cannot be read: {exc}", kind="invalid_event"), attempted=False)
-            return "recorded"
+        except (KeyError, ValueError, TypeError) as exc:  # the store was edited by hand
+            unreadable = error(f"The stored event cannot be read: {exc}", kind="invalid_event")
+            return self._fail(event, unreadable, attempted=False)
         decision = settings.send(request)
         if isinstance(decision, Done) or _already_recorded(event, decision.result):
             self._failures_in_a_row = 0
-            return "delivered"
+            return self._record_delivered(event)
         if decision.result["status_code"] in _PAUSING_STATUSES:
             self._pause(event, decision.result)
-            return "wait"
+            return None
         if decision.retryable:
             self._retry_later(event, decision, settings.clock.now())
-            return "wait"
+            return None
         self._failures_in_a_row = 0
-        self._fail(event, decision.result, attempted=True)
-        return "recorded"
+        return self._fail(event, decision.result, attempted=True)
 
     def _retry_later(self, event: StoredEvent, decision: GaveUp, now: float) -> None:
         self._failures_in_a_row += 1
@@ -287,7 +285,7 @@ class Delivery:
         )  # fmt: skip
         self.paused = True
 
-    def _fail(self, event: StoredEvent, result: TrackError, *, attempted: bool) -> None:
+    def _fail(self, event: StoredEvent, result: TrackError, *, attempted: bool) -> float:
         logger.warning(
             "CutMeShort outbox %s: %s %s failed for good: status %s, type %s",
             self._store.label, event.kind, event.event_id, result["status_code"], result["type"],
@@ -301,16 +299,16 @@ class Delivery:
             # would leave the outbox acknowledging events it no longer sends.
             except BaseException:
                 logger.exception("CutMeShort outbox %s: on_failure raised; delivery goes on", self._store.label)
-        self._store.failed(event, dict(result), attempted=attempted)
+        return self._store.failed(event, dict(result), attempted=attempted, now=self._settings.clock.now())
 
     def _storage_failed(self, exc: StorageError) -> None:
-        if not self._storage_trouble:
-            self._storage_trouble = True
+        if not self._storage_failures:
             logger.error(
-                "CutMeShort outbox %s: cannot read or write the file (%s); delivery retries every %.0f s",
-                self._store.label, exc, MAX_BACKOFF / 10,
+                "CutMeShort outbox %s: cannot use its store (%s); delivery tries again, every %.0f s at most",
+                self._store.label, exc, STORAGE_RETRY,
             )  # fmt: skip
-        self._settings.clock.wait(self._wake, MAX_BACKOFF / 10)
+        self._storage_failures += 1
+        self._settings.clock.wait(self._wake, _retry.backoff(self._storage_failures - 1, STORAGE_RETRY))
 
 
 def _rebuild(event: StoredEvent) -> TrackRequest[Any]:

@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psycopg
 from psycopg import conninfo as _conninfo
 
+from . import postgres_sql as sql
 from .connections import AppConnection, adapt
 from .store import (
     DELIVERED_MEMORY,
     LEASE,
-    LONGEST_WAIT,
     Claim,
     Full,
     KeyReused,
@@ -54,8 +54,6 @@ from .targets import label
 if TYPE_CHECKING:
     from psycopg.rows import TupleRow
 
-#: The schema written here (`cms_outbox_schema.version`); a database with a higher one is refused.
-SCHEMA_VERSION = 1
 #: Held (transaction-scoped) while creating or migrating the tables: any 64-bit number no app would pick.
 _SCHEMA_LOCK = 0x434D535F4F555442  # "CMS_OUTB"
 #: Events promoted per statement.
@@ -74,211 +72,9 @@ _CONNECTION_DEFAULTS = {
     "application_name": "cms-python-client outbox",
 }
 
-SCHEMA = f"""
-CREATE TABLE cms_outbox_schema (version integer NOT NULL);
-INSERT INTO cms_outbox_schema VALUES ({SCHEMA_VERSION});
-CREATE SEQUENCE cms_outbox_seq;
-CREATE TABLE cms_outbox_events (
-    seq bigint PRIMARY KEY DEFAULT nextval('cms_outbox_seq'),
-    scope text NOT NULL,
-    kind text NOT NULL,
-    idempotency_key text NOT NULL,
-    customer text NOT NULL,
-    body text NOT NULL,
-    fingerprint text NOT NULL,
-    stamped_at double precision,
-    queued_at double precision NOT NULL,
-    state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'failed')),
-    promoted boolean NOT NULL DEFAULT false,
-    attempts integer NOT NULL DEFAULT 0,
-    not_before double precision NOT NULL DEFAULT 0,
-    claim_owner text,
-    claim_expires double precision,
-    result text,
-    UNIQUE (scope, idempotency_key)
-);
-ALTER SEQUENCE cms_outbox_seq OWNED BY cms_outbox_events.seq;
-CREATE INDEX cms_outbox_events_new ON cms_outbox_events (scope, seq) WHERE NOT promoted;
-CREATE INDEX cms_outbox_events_pending ON cms_outbox_events (scope, seq) WHERE state = 'pending';
-CREATE INDEX cms_outbox_events_next ON cms_outbox_events (scope, customer, seq) WHERE state = 'pending' AND promoted;
-CREATE TABLE cms_outbox_heads (
-    scope text NOT NULL,
-    customer text NOT NULL,
-    seq bigint NOT NULL,
-    PRIMARY KEY (scope, customer)
-);
-CREATE INDEX cms_outbox_heads_order ON cms_outbox_heads (scope, seq);
-CREATE TABLE cms_outbox_delivered (
-    scope text NOT NULL,
-    idempotency_key text NOT NULL,
-    seq bigint NOT NULL,
-    fingerprint text NOT NULL,
-    done_at double precision NOT NULL,
-    PRIMARY KEY (scope, idempotency_key)
-);
-CREATE INDEX cms_outbox_delivered_time ON cms_outbox_delivered (done_at);
-CREATE TABLE cms_outbox_pace (
-    scope text PRIMARY KEY,
-    next_send_at double precision NOT NULL DEFAULT 0,
-    hold_length double precision NOT NULL DEFAULT 0
-);
-CREATE TABLE cms_outbox_counts (
-    scope text NOT NULL,
-    owner text NOT NULL,
-    promoted bigint NOT NULL DEFAULT 0,
-    settled bigint NOT NULL DEFAULT 0,
-    failed bigint NOT NULL DEFAULT 0,
-    delivered bigint NOT NULL DEFAULT 0,
-    PRIMARY KEY (scope, owner)
-);
-"""  # noqa: S608 - constant text
-
-# The enqueue, on the outbox's own connection or an app's (so: named parameters, no casts, one statement). The
-# pending count for `max_pending`: the promoted ones by the per-process counts, the others counted, at most
-# max_pending of them (delivery promotes every second: there are few).
-ENQUEUE = """
-INSERT INTO cms_outbox_events (scope, kind, idempotency_key, customer, body, fingerprint, stamped_at, queued_at)
-SELECT %(scope)s, %(kind)s, %(key)s, %(customer)s, %(body)s, %(fingerprint)s, %(stamped_at)s, %(now)s
-WHERE NOT EXISTS (SELECT 1 FROM cms_outbox_delivered WHERE scope = %(scope)s AND idempotency_key = %(key)s)
-  AND (SELECT coalesce(sum(promoted - settled), 0) FROM cms_outbox_counts WHERE scope = %(scope)s)
-      + (SELECT count(*) FROM (
-            SELECT 1 FROM cms_outbox_events WHERE scope = %(scope)s AND NOT promoted LIMIT %(max_pending)s
-         ) AS fresh) < %(max_pending)s
-ON CONFLICT (scope, idempotency_key) DO NOTHING
-RETURNING seq
-"""
-# What holds the key when the insert did not happen.
-KNOWN = """
-SELECT seq, fingerprint FROM cms_outbox_events WHERE scope = %(scope)s AND idempotency_key = %(key)s
-UNION ALL
-SELECT seq, fingerprint FROM cms_outbox_delivered WHERE scope = %(scope)s AND idempotency_key = %(key)s
-"""
-_COLUMNS = "seq, kind, idempotency_key, body, stamped_at, queued_at, attempts, result"
-_PROMOTE = """
-WITH fresh AS (
-    SELECT seq, customer FROM cms_outbox_events WHERE scope = %(scope)s AND NOT promoted ORDER BY seq LIMIT %(limit)s
-), marked AS (
-    UPDATE cms_outbox_events AS e SET promoted = true FROM fresh WHERE e.seq = fresh.seq
-), heads AS (
-    INSERT INTO cms_outbox_heads (scope, customer, seq)
-    SELECT DISTINCT ON (customer) %(scope)s, customer, seq FROM fresh ORDER BY customer, seq
-    ON CONFLICT DO NOTHING
-), counted AS (
-    INSERT INTO cms_outbox_counts (scope, owner, promoted)
-    SELECT %(scope)s, %(owner)s, count(*) FROM fresh HAVING count(*) > 0
-    ON CONFLICT (scope, owner) DO UPDATE SET promoted = cms_outbox_counts.promoted + excluded.promoted
-)
-SELECT count(*) FROM fresh
-"""
-_PACE = """
-SELECT next_send_at, hold_length,
-       EXISTS (SELECT 1 FROM cms_outbox_events WHERE scope = %(scope)s AND state = 'pending')
-FROM cms_outbox_pace WHERE scope = %(scope)s FOR UPDATE
-"""
-# Only heads can be sent: the scan skips, at most, the heads that wait for a retry or are claimed by another
-# process, however long each customer's backlog.
-_CLAIM = f"""
-WITH chosen AS (
-    SELECT e.seq FROM cms_outbox_heads AS h JOIN cms_outbox_events AS e ON e.seq = h.seq
-    WHERE h.scope = %(scope)s
-      AND (e.not_before <= %(now)s OR e.not_before > %(now)s + {LONGEST_WAIT})
-      AND (e.claim_expires IS NULL OR e.claim_expires <= %(now)s OR e.claim_owner = %(owner)s)
-    ORDER BY h.seq LIMIT %(limit)s
-    FOR UPDATE OF e SKIP LOCKED
-)
-UPDATE cms_outbox_events AS e SET claim_owner = %(owner)s, claim_expires = %(expires)s
-FROM chosen WHERE e.seq = chosen.seq
-RETURNING {", ".join(f"e.{column}" for column in _COLUMNS.split(", "))}
-"""  # noqa: S608 - constant text
-_HOLD = """
-UPDATE cms_outbox_pace SET next_send_at = %(until)s, hold_length = %(until)s - %(now)s
-WHERE scope = %(scope)s AND next_send_at < %(until)s
-"""
-
-
-def _settling(change: str, *, delivered: int, failed: int) -> str:
-    """One statement that takes claimed events out of `pending` (`change`: a CTE named `gone` returning their
-    seq, customer and promoted), moves each customer's head to its next promoted pending event (the statement's
-    snapshot still sees the events `gone` changed: they are left out by seq), and counts them."""
-    return f"""
-WITH gone AS ({change}),
-nexts AS (
-    SELECT g.customer, g.seq AS old, (
-        SELECT e.seq FROM cms_outbox_events AS e
-        WHERE e.scope = %(scope)s AND e.customer = g.customer AND e.state = 'pending' AND e.promoted
-          AND e.seq <> ALL(%(seqs)s)
-        ORDER BY e.seq LIMIT 1
-    ) AS new
-    FROM gone AS g
-), moved AS (
-    UPDATE cms_outbox_heads AS h SET seq = n.new FROM nexts AS n
-    WHERE h.scope = %(scope)s AND h.customer = n.customer AND h.seq = n.old AND n.new IS NOT NULL
-), dropped AS (
-    DELETE FROM cms_outbox_heads AS h USING nexts AS n
-    WHERE h.scope = %(scope)s AND h.customer = n.customer AND h.seq = n.old AND n.new IS NULL
-), counted AS (
-    INSERT INTO cms_outbox_counts (scope, owner, promoted, settled, failed, delivered)
-    SELECT %(scope)s, %(owner)s, count(*) FILTER (WHERE NOT promoted), count(*), {failed} * count(*),
-           {delivered} * count(*)
-    FROM gone HAVING count(*) > 0
-    ON CONFLICT (scope, owner) DO UPDATE SET
-        promoted = cms_outbox_counts.promoted + excluded.promoted,
-        settled = cms_outbox_counts.settled + excluded.settled,
-        failed = cms_outbox_counts.failed + excluded.failed,
-        delivered = cms_outbox_counts.delivered + excluded.delivered
-)
-SELECT count(*) FROM gone
-"""  # noqa: S608 - constant text
-
-
-_DELIVERED = _settling(
-    """
-    DELETE FROM cms_outbox_events WHERE seq = ANY(%(seqs)s) AND scope = %(scope)s AND state = 'pending'
-    RETURNING seq, customer, promoted, idempotency_key, fingerprint
-), kept AS (
-    INSERT INTO cms_outbox_delivered (scope, idempotency_key, seq, fingerprint, done_at)
-    SELECT %(scope)s, idempotency_key, seq, fingerprint, %(now)s FROM gone
-    ON CONFLICT DO NOTHING
-""",
-    delivered=1,
-    failed=0,
-)
-_FAILED = _settling(
-    """
-    UPDATE cms_outbox_events SET state = 'failed', result = %(result)s, attempts = attempts + %(attempted)s,
-        claim_owner = NULL, claim_expires = NULL
-    WHERE seq = ANY(%(seqs)s) AND scope = %(scope)s AND state = 'pending'
-    RETURNING seq, customer, promoted
-""",
-    delivered=0,
-    failed=1,
-)
-_CHANGE_COUNTS = """
-INSERT INTO cms_outbox_counts (scope, owner, failed) VALUES (%(scope)s, %(owner)s, %(failed)s)
-ON CONFLICT (scope, owner) DO UPDATE SET failed = cms_outbox_counts.failed + excluded.failed
-"""
-_FOLD_COUNTS = """
-WITH others AS (
-    DELETE FROM cms_outbox_counts WHERE scope = %(scope)s AND owner <> %(owner)s
-    RETURNING promoted, settled, failed, delivered
-)
-INSERT INTO cms_outbox_counts (scope, owner, promoted, settled, failed, delivered)
-SELECT %(scope)s, %(owner)s, sum(promoted), sum(settled), sum(failed), sum(delivered) FROM others
-HAVING count(*) > 0
-ON CONFLICT (scope, owner) DO UPDATE SET
-    promoted = cms_outbox_counts.promoted + excluded.promoted,
-    settled = cms_outbox_counts.settled + excluded.settled,
-    failed = cms_outbox_counts.failed + excluded.failed,
-    delivered = cms_outbox_counts.delivered + excluded.delivered
-"""
 _R = TypeVar("_R")
 #: The live links of this process, made unusable in a forked child (see `_forget_in_child`).
 _LINKS: weakref.WeakSet[_Link] = weakref.WeakSet()
-
-
-def schema_sql() -> str:
-    """The SQL that creates the outbox's tables, for a migration tool of your own."""
-    return SCHEMA.strip() + "\n"
 
 
 class DatabaseClock:
@@ -343,12 +139,12 @@ class PostgresStore:
                 connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 version = _version(connection)  # again: another process may have created them meanwhile
                 if version is None:
-                    connection.execute(SCHEMA.encode())
-                    version = SCHEMA_VERSION
-            if version > SCHEMA_VERSION:
+                    connection.execute(sql.SCHEMA.encode())  # several statements: no parameters
+                    version = sql.SCHEMA_VERSION
+            if version > sql.SCHEMA_VERSION:
                 raise ValueError(
                     f"The outbox in {self.label} was written by a newer cms-python-client (schema version {version}; "
-                    f"this one reads up to {SCHEMA_VERSION}). Upgrade cms-python-client to deliver its events."
+                    f"this one reads up to {sql.SCHEMA_VERSION}). Upgrade cms-python-client to deliver its events."
                 )
             if self.scope is not None:
                 connection.execute(
@@ -398,7 +194,7 @@ class PostgresStore:
 
         def claim(connection: psycopg.Connection[TupleRow]) -> Claim:
             with connection.transaction():
-                row = connection.execute(_PACE, {"scope": scope}).fetchone()
+                row = connection.execute(sql.PACE, {"scope": scope}).fetchone()
                 if row is None:  # the pace row was deleted by hand
                     connection.execute("INSERT INTO cms_outbox_pace (scope) VALUES (%s)", (scope,))
                     return Claim([], 0.0, True)
@@ -413,10 +209,10 @@ class PostgresStore:
                     return Claim([], hold, pending)
                 expires = now + self.lease
                 rows = connection.execute(
-                    _CLAIM, {"scope": scope, "now": now, "owner": owner, "limit": limit, "expires": expires}
+                    sql.CLAIM, {"scope": scope, "now": now, "owner": owner, "limit": limit, "expires": expires}
                 ).fetchall()
                 if rows and interval is not None:
-                    connection.execute(_HOLD, {"scope": scope, "now": now, "until": now + interval * len(rows)})
+                    connection.execute(sql.HOLD, {"scope": scope, "now": now, "until": now + interval * len(rows)})
                 events = sorted((StoredEvent(*row) for row in rows), key=lambda event: event.seq)
                 return Claim(events, 0.0, True, expires)
 
@@ -436,15 +232,17 @@ class PostgresStore:
         }
         return [event for event in events if event.seq in held], expires
 
-    def delivered(self, events: list[StoredEvent], now: float) -> None:
-        self._settle(_DELIVERED, events, now=now)
+    def delivered(self, events: list[StoredEvent], now: float) -> float:
+        return self._settle(sql.DELIVERED, events, now=now)
 
-    def failed(self, event: StoredEvent, result: dict[str, Any], *, attempted: bool) -> None:
-        self._settle(_FAILED, [event], result=json.dumps(result), attempted=int(attempted))
+    def failed(self, event: StoredEvent, result: dict[str, Any], *, attempted: bool, now: float) -> float:
+        return self._settle(sql.FAILED, [event], now=now, result=json.dumps(result), attempted=int(attempted))
 
-    def _settle(self, statement: str, events: list[StoredEvent], **parameters: Any) -> None:
+    def _settle(self, statement: str, events: list[StoredEvent], **parameters: Any) -> float:
+        """Run an outcome's statement; the seconds until any process may send again."""
         values = {"scope": self._scoped(), "owner": self.owner, "seqs": [event.seq for event in events], **parameters}
-        self._back.run(lambda connection: connection.execute(statement, values))
+        row = self._back.run(lambda connection: connection.execute(statement, values).fetchone())
+        return float(row[0]) if row is not None and row[0] is not None else 0.0
 
     def retry_later(
         self, event: StoredEvent, result: dict[str, Any], *, now: float, not_before: float, hold_until: float
@@ -458,7 +256,7 @@ class PostgresStore:
                     "claim_owner = NULL, claim_expires = NULL WHERE seq = %s AND state = 'pending'",
                     (not_before, json.dumps(result), event.seq),
                 )
-                connection.execute(_HOLD, {"scope": scope, "now": now, "until": hold_until})
+                connection.execute(sql.HOLD, {"scope": scope, "now": now, "until": hold_until})
 
         self._back.run(retry_later)
 
@@ -516,7 +314,7 @@ class PostgresStore:
             with connection.transaction():
                 connection.execute("SELECT 1 FROM cms_outbox_pace WHERE scope = %s FOR UPDATE", (scope,))
                 row = connection.execute(
-                    _PROMOTE, {"scope": scope, "owner": self.owner, "limit": PROMOTE_BATCH}
+                    sql.PROMOTE, {"scope": scope, "owner": self.owner, "limit": PROMOTE_BATCH}
                 ).fetchone()
             if row is None or row[0] < PROMOTE_BATCH:
                 return
@@ -532,7 +330,7 @@ class PostgresStore:
                 break
         with connection.transaction():
             connection.execute("SELECT 1 FROM cms_outbox_pace WHERE scope = %s FOR UPDATE", (scope,))
-            connection.execute(_FOLD_COUNTS, {"scope": scope, "owner": self.owner})
+            connection.execute(sql.FOLD_COUNTS, {"scope": scope, "owner": self.owner})
 
     # -- inspection and maintenance -----------------------------------------------------------------------------
 
@@ -574,7 +372,7 @@ class PostgresStore:
         where, parameters = self._where()
         rows = self._front.run(
             lambda connection: connection.execute(
-                f"SELECT {_COLUMNS} FROM cms_outbox_events WHERE {where} AND state = 'failed' ORDER BY seq",  # noqa: S608
+                f"SELECT {sql.COLUMNS} FROM cms_outbox_events WHERE {where} AND state = 'failed' ORDER BY seq",  # noqa: S608
                 parameters,
             ).fetchall()
         )
@@ -598,7 +396,7 @@ class PostgresStore:
                 scopes = [scope for (scope,) in connection.execute(statement.format(where=where), parameters)]
                 for scope in set(scopes):
                     connection.execute(
-                        _CHANGE_COUNTS, {"scope": scope, "owner": self.owner, "failed": -scopes.count(scope)}
+                        sql.CHANGE_COUNTS, {"scope": scope, "owner": self.owner, "failed": -scopes.count(scope)}
                     )
             return len(scopes)
 
@@ -708,10 +506,10 @@ class _Through:
 def _enqueue(connection: AppConnection, parameters: dict[str, Any]) -> tuple[str, bool]:
     """Insert an event (one statement); else say why not: the same event (duplicate), another one under its key
     (`KeyReused`), or a full outbox (`Full`)."""
-    inserted = connection.rows(ENQUEUE, parameters)
+    inserted = connection.rows(sql.ENQUEUE, parameters)
     if inserted:
         return str(inserted[0][0]), False
-    known = connection.rows(KNOWN, parameters)
+    known = connection.rows(sql.KNOWN, parameters)
     if not known:
         raise Full
     seq, stored_fingerprint = known[0]
@@ -721,7 +519,13 @@ def _enqueue(connection: AppConnection, parameters: dict[str, Any]) -> tuple[str
 
 
 def _version(connection: psycopg.Connection[TupleRow]) -> int | None:
-    row = connection.execute("SELECT to_regclass('cms_outbox_schema') IS NOT NULL").fetchone()
+    """The schema's version in the schema tables are created in (the search path's first), None without one."""
+    # The catalog read with the statement's snapshot: `to_regclass` may answer from this session's cache, which
+    # still misses a table another process created while this one waited for the lock.
+    row = connection.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables "
+        "WHERE schemaname = current_schema() AND tablename = 'cms_outbox_schema')"
+    ).fetchone()
     if row is None or not row[0]:
         return None
     version = connection.execute("SELECT max(version) FROM cms_outbox_schema").fetchone()

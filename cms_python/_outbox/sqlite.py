@@ -450,7 +450,7 @@ class SQLiteStore:
         return [event for event in events if event.seq in held], expires
 
     @_storage
-    def delivered(self, events: list[StoredEvent], now: float) -> None:
+    def delivered(self, events: list[StoredEvent], now: float) -> float:
         """Move claimed events to `delivered` (one transaction): their bodies go, their keys and fingerprints stay
         for `DELIVERED_MEMORY`."""
         prints = [fingerprint(event.kind, event.body) for event in events]
@@ -463,16 +463,26 @@ class SQLiteStore:
                         "INSERT OR IGNORE INTO delivered VALUES (?, ?, ?, ?)",
                         (event.idempotency_key, event.seq, print_, now),
                     )
+            return self._hold_at(now)
 
     @_storage
-    def failed(self, event: StoredEvent, result: dict[str, Any], *, attempted: bool) -> None:
+    def failed(self, event: StoredEvent, result: dict[str, Any], *, attempted: bool, now: float) -> float:
         """Move a claimed event to failed with its last result."""
-        with self.lock:
+        with self.lock, self.transaction():
             self.connection.execute(
                 "UPDATE events SET state = 'failed', result = ?, attempts = attempts + ?, "
                 "claim_owner = NULL, claim_expires = NULL WHERE seq = ? AND state = 'pending'",
                 (json.dumps(result), int(attempted), event.seq),
             )
+            return self._hold_at(now)
+
+    def _hold_at(self, now: float) -> float:
+        """In a transaction: seconds until any process may send again (at most the length the wait was set with)."""
+        next_send_at, hold_length = self.connection.execute(
+            "SELECT (SELECT value FROM counters WHERE name = 'next_send_at'), "
+            "(SELECT value FROM counters WHERE name = 'hold_length')"
+        ).fetchone()
+        return float(min(max(next_send_at - now, 0.0), hold_length))
 
     @_storage
     def retry_later(

@@ -158,12 +158,12 @@ class Store(Protocol):
         """Extend `owner`'s claims on `events` to `lease` seconds from `now`: the events still held (a claim that
         lapsed may have been taken over: those must not be sent), and the new expiry."""
 
-    def delivered(self, events: list[StoredEvent], now: float) -> None:
+    def delivered(self, events: list[StoredEvent], now: float) -> float:
         """Record claimed events as delivered: their bodies go, their keys and fingerprints stay for
-        `DELIVERED_MEMORY`."""
+        `DELIVERED_MEMORY`. Returns the seconds until any process may send again (a 429 another process saw)."""
 
-    def failed(self, event: StoredEvent, result: dict[str, Any], *, attempted: bool) -> None:
-        """Record a claimed event as failed for good, with its last result."""
+    def failed(self, event: StoredEvent, result: dict[str, Any], *, attempted: bool, now: float) -> float:
+        """Record a claimed event as failed for good, with its last result; returns as `delivered` does."""
 
     def retry_later(
         self, event: StoredEvent, result: dict[str, Any], *, now: float, not_before: float, hold_until: float

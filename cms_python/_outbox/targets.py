@@ -57,8 +57,12 @@ def open_store(
     if is_database_url(path):
         if durability is not None:
             raise ValueError("durability is for a file outbox: in PostgreSQL, the commit decides")
-        from .postgres import PostgresStore  # noqa: PLC0415 - psycopg only for a database target
-
+        try:
+            from .postgres import PostgresStore  # noqa: PLC0415 - psycopg only for a database target
+        except ImportError as exc:
+            raise ImportError(
+                f"An outbox in PostgreSQL needs psycopg: pip install 'cms-python-client[postgres]' ({exc})"
+            ) from None
         return PostgresStore(path, lease=lease, scope=scope)
     from .sqlite import SQLiteStore  # noqa: PLC0415 - sqlite3 only for a file target
 

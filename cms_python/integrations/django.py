@@ -3,7 +3,8 @@
 
     # settings.py
     MIDDLEWARE = [..., "cms_python.integrations.django.ClickIdMiddleware"]
-    CMS_OUTBOX_PATH = BASE_DIR / "cms-outbox.sqlite3"  # required by outbox(): a file, or ":memory:"
+    CMS_OUTBOX_DATABASE = "default"  # outbox(): in that (PostgreSQL) database, in your transactions; or
+    CMS_OUTBOX_PATH = BASE_DIR / "cms-outbox.sqlite3"  # outbox(): in a file (or ":memory:", or a postgresql:// URL)
     CMS_BEARER_TOKEN = ...  # optional: else the CMS_BEARER_TOKEN environment variable
     CMS_HOST = ...  # optional: else CMS_HOST from the environment, then the API's
     CMS_ATTRIBUTION = "last_click"  # or "first_click"
@@ -13,7 +14,12 @@
     from cms_python.integrations.django import outbox
 
     def signup(request):
-        outbox().track_lead(click_id=request.cms_click_id, event_name="signup", customer_external_id=...)
+        with transaction.atomic():
+            user = User.objects.create(...)
+            outbox().track_lead(click_id=request.cms_click_id, event_name="signup", customer_external_id=user.pk)
+
+With `CMS_OUTBOX_DATABASE`, `outbox().track_*` write the event in the surrounding `transaction.atomic()` of that
+database (or commit it at once outside one): a rollback leaves no event, and delivery sees it once it commits.
 
 The middleware works in sync and async stacks alike. The rules are those of `cms_python.integrations` (see
 there): a `?cms_rf=` in the URL sets the `cms_rf` cookie, and `request.cms_click_id` is the URL's value, else
@@ -22,9 +28,11 @@ the cookie's, else None.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
@@ -39,7 +47,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ClickIdMiddleware", "outbox"]
 
-_OUTBOX_SETTINGS = ("CMS_OUTBOX_PATH", "CMS_BEARER_TOKEN", "CMS_HOST")
+_OUTBOX_SETTINGS = ("CMS_OUTBOX_PATH", "CMS_OUTBOX_DATABASE", "CMS_BEARER_TOKEN", "CMS_HOST")
+#: Keys of a database's OPTIONS that are Django's own, not libpq's.
+_DJANGO_OPTIONS = ("isolation_level", "server_side_binding", "pool", "assume_role", "cursor_factory")
 
 
 class ClickIdMiddleware:
@@ -95,25 +105,85 @@ _outbox_lock = threading.Lock()
 
 
 def outbox() -> Outbox:
-    """The process's `Outbox`, made on first use from `CMS_OUTBOX_PATH`, `CMS_BEARER_TOKEN` and `CMS_HOST`.
+    """The process's `Outbox`, made on first use from `CMS_OUTBOX_DATABASE` (a database alias: the outbox is kept
+    in that PostgreSQL database, and its `track_*` join the current transaction there) or `CMS_OUTBOX_PATH` (a
+    file, ":memory:" or a postgresql:// URL), with `CMS_BEARER_TOKEN` and `CMS_HOST`.
 
-    `ImproperlyConfigured` if `CMS_OUTBOX_PATH` is not set; `CMSClient`'s `ValueError`s for a missing token or
-    a bad host. Changing those settings (`override_settings` in tests) closes it; the next call makes another.
+    `ImproperlyConfigured` if neither (or both) is set, or the alias is not a PostgreSQL database; `CMSClient`'s
+    `ValueError`s for a missing token or a bad host. Changing those settings (`override_settings` in tests)
+    closes it; the next call makes another.
     """
     global _outbox  # noqa: PLW0603 - one outbox per process, made on first use
     with _outbox_lock:
         if _outbox is None:
-            from cms_python import Outbox  # noqa: PLC0415 - the outbox's storage only for apps that use it
-
+            alias = getattr(settings, "CMS_OUTBOX_DATABASE", None)
             path = getattr(settings, "CMS_OUTBOX_PATH", None)
-            if path is None:
-                raise ImproperlyConfigured('Set CMS_OUTBOX_PATH: the outbox\'s file, or ":memory:"')
-            _outbox = Outbox(
-                path,
-                token=getattr(settings, "CMS_BEARER_TOKEN", None),
-                host=getattr(settings, "CMS_HOST", None),
-            )
+            credentials = {
+                "token": getattr(settings, "CMS_BEARER_TOKEN", None),
+                "host": getattr(settings, "CMS_HOST", None),
+            }
+            if alias is not None and path is None:
+                _outbox = _in_database(alias, credentials)
+            elif path is not None and alias is None:
+                _outbox = _in_file(path, credentials)
+            else:
+                raise ImproperlyConfigured(
+                    'Set CMS_OUTBOX_DATABASE (a database alias, e.g. "default") or CMS_OUTBOX_PATH (the outbox\'s '
+                    'file, ":memory:" or a postgresql:// URL), not both'
+                )
         return _outbox
+
+
+def _in_file(path: str | os.PathLike[str], credentials: dict[str, Any]) -> Outbox:
+    from cms_python import Outbox  # noqa: PLC0415 - the outbox's storage only for apps that use it
+
+    return Outbox(path, **credentials)
+
+
+def _in_database(alias: str, credentials: dict[str, Any]) -> Outbox:
+    from django.db import connections  # noqa: PLC0415
+
+    from cms_python import Outbox  # noqa: PLC0415 - the outbox's storage only for apps that use it
+
+    class DatabaseOutbox(Outbox):
+        """An `Outbox` in a Django database, whose `track_*` write through Django's connection of the calling
+        thread, so that they join its current `transaction.atomic()`."""
+
+        def _enqueue(self, request: Any, through: Any) -> Any:
+            if through is None:
+                through = self._store.through(connections[alias])
+            return super()._enqueue(request, through)
+
+    return DatabaseOutbox(_database_url(alias), **credentials)
+
+
+def _database_url(alias: str) -> str:
+    """A postgresql:// URL for the outbox's own connections to the database `alias` (its password in the query,
+    where the outbox's labels hide it)."""
+    from django.db import connections  # noqa: PLC0415
+    from django.utils.connection import ConnectionDoesNotExist  # noqa: PLC0415
+
+    try:
+        connection = connections[alias]
+    except ConnectionDoesNotExist as exc:
+        raise ImproperlyConfigured(f"CMS_OUTBOX_DATABASE: {exc}") from None
+    if connection.vendor != "postgresql":
+        raise ImproperlyConfigured(
+            f"CMS_OUTBOX_DATABASE = {alias!r} is a {connection.vendor} database: the outbox joins PostgreSQL "
+            "transactions only (use CMS_OUTBOX_PATH for a file)"
+        )
+    database = connection.settings_dict
+    parameters = {
+        "dbname": database.get("NAME"),
+        "user": database.get("USER"),
+        "password": database.get("PASSWORD"),
+        "host": database.get("HOST"),
+        "port": database.get("PORT"),
+    }
+    for name, value in (database.get("OPTIONS") or {}).items():
+        if name not in _DJANGO_OPTIONS and isinstance(value, str | int):
+            parameters[name] = value
+    return "postgresql:///?" + urlencode({name: value for name, value in parameters.items() if value not in (None, "")})
 
 
 def _forget_outbox(*, setting: str, **_: Any) -> None:

@@ -15,22 +15,24 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from cms_python._outbox.sqlite import SQLiteStore
+from cms_python._outbox.store import LEASE
+from cms_python._outbox.targets import open_store
 
-from .outbox_child import EVENTS, TOKEN
-from .servers import LoopbackServer, Reply
+from ..servers import LoopbackServer, Reply
+from .child import EVENTS, TOKEN
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork and POSIX signals")
 
 
 def child(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.outbox_child", *args],
+        [sys.executable, "-m", "tests.outbox.child", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -54,16 +56,16 @@ def received(server: LoopbackServer) -> dict[str, list[bytes]]:
     return bodies
 
 
-def pending_in(path: Path) -> int:
-    store = SQLiteStore(str(path))
+def pending_in(target: str | Path) -> int:
+    store = open_store(target, durability=None, lease=LEASE, scope=None)
     try:
         return store.counts()["pending"]
     finally:
         store.close()
 
 
-def test_kill_9_loses_no_acknowledged_event(server: LoopbackServer, tmp_path: Path) -> None:
-    path = str(tmp_path / "outbox.sqlite3")
+def test_kill_9_loses_no_acknowledged_event(server: LoopbackServer, new_target: Callable[[], str]) -> None:
+    path = new_target()
     server.default = Reply(delay=0.01)  # a slow API: events pile up, and kills land during delivery too
     seed = random.randrange(1 << 30)
     chance = random.Random(seed)
@@ -105,8 +107,10 @@ def test_kill_9_loses_no_acknowledged_event(server: LoopbackServer, tmp_path: Pa
     print(f"kill -9: {len(acknowledged)} acknowledged before kills, {len(duplicates)} sent twice or more (seed {seed})")
 
 
-def test_two_processes_on_one_file_send_each_event_once(server: LoopbackServer, tmp_path: Path) -> None:
-    path = str(tmp_path / "outbox.sqlite3")
+def test_two_processes_on_one_target_send_each_event_once(
+    server: LoopbackServer, new_target: Callable[[], str]
+) -> None:
+    path = new_target()
     server.default = Reply(delay=0.001)
     first = child("enqueue-and-flush", path, server.url, "0", "1000")
     second = child("enqueue-and-flush", path, server.url, "1000", "2000")
@@ -115,14 +119,14 @@ def test_two_processes_on_one_file_send_each_event_once(server: LoopbackServer, 
     counts = Counter({key: len(sent) for key, sent in received(server).items()})
     assert len(counts) == 2000
     assert set(counts.values()) == {1}
-    assert pending_in(Path(path)) == 0
+    assert pending_in(path) == 0
 
 
-@pytest.mark.parametrize("where", ["file", "memory"])
+@pytest.mark.parametrize("where", ["target", "memory"])
 def test_fork_gives_the_child_its_own_outbox_and_no_event_is_sent_twice(
-    server: LoopbackServer, tmp_path: Path, where: str
+    server: LoopbackServer, new_target: Callable[[], str], where: str
 ) -> None:
-    path = str(tmp_path / "outbox.sqlite3") if where == "file" else ":memory:"
+    path = new_target() if where == "target" else ":memory:"
     server.default = Reply(delay=0.002)  # the parent is still delivering when it forks
     lines = finish(child("fork", path, server.url))
     (child_start,) = [json.loads(line) for line in lines if line.startswith('{"child_pending_at_start"')]
@@ -136,15 +140,17 @@ def test_fork_gives_the_child_its_own_outbox_and_no_event_is_sent_twice(
     assert set(counts.values()) == {1}
 
 
-def test_an_event_queued_just_before_exit_is_delivered(server: LoopbackServer, tmp_path: Path) -> None:
-    path = tmp_path / "outbox.sqlite3"
+def test_an_event_queued_just_before_exit_is_delivered(server: LoopbackServer, new_target: Callable[[], str]) -> None:
+    path = new_target()
     assert finish(child("enqueue-and-exit", str(path), server.url, "5")) == ["0"]
     assert list(received(server)) == ["key-0"]
     assert pending_in(path) == 0
 
 
-def test_exit_waits_at_most_flush_on_exit_and_the_next_process_delivers(server: LoopbackServer, tmp_path: Path) -> None:
-    path = tmp_path / "outbox.sqlite3"
+def test_exit_waits_at_most_flush_on_exit_and_the_next_process_delivers(
+    server: LoopbackServer, new_target: Callable[[], str]
+) -> None:
+    path = new_target()
     server.default = Reply(delay=30)  # the API hangs
     # communicate()'s timeout fails the test if the exit is not bounded (30 s delay, 10 s read timeout).
     assert finish(child("enqueue-and-exit", str(path), server.url, "0.5"), timeout=8) == ["0"]
@@ -166,10 +172,10 @@ def test_the_token_is_not_in_the_file(server: LoopbackServer, tmp_path: Path) ->
         assert server.url.encode() not in content
 
 
-def test_a_batch_slower_than_the_lease_is_not_taken_over(server: LoopbackServer, tmp_path: Path) -> None:
+def test_a_batch_slower_than_the_lease_is_not_taken_over(server: LoopbackServer, new_target: Callable[[], str]) -> None:
     # Each answer takes 0.2 s; a batch of 24 takes ~5 s, longer than the 3 s lease, which its owner must renew:
     # a second process on the file must not send any of the batch's events meanwhile.
-    path = str(tmp_path / "outbox.sqlite3")
+    path = new_target()
     server.default = Reply(delay=0.2)
     owner = child("slow-batch", path, server.url, "24")
     other = None

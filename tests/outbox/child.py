@@ -85,6 +85,15 @@ def main(mode: str, path: str, host: str, *args: str) -> None:
         print(json.dumps({"flushed": flushed, **outbox.stats()}), flush=True)
         outbox.close()
         client.close()
+    elif mode == "deliver":  # deliver what is pending at RATE a minute (0: no pacing), with LEASE; report
+        rate, lease = float(args[0]), float(args[1])
+        client = CMSClient(TOKEN, host, timeout=httpx.Timeout(0.25))  # an attempt takes 1 s at most
+        outbox = Outbox(path, client=client, rate_limit=rate or None, lease=lease, flush_on_exit=0)
+        print("started", flush=True)
+        flushed = outbox.flush(timeout=120)
+        print(json.dumps({"flushed": flushed, **outbox.stats()}), flush=True)
+        outbox.close()
+        client.close()
     else:
         raise SystemExit(f"unknown mode {mode}")
 

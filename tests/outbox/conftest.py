@@ -1,0 +1,100 @@
+"""What the outbox tests share: each store as a target (`new_target`: a new file, or a new schema of the test
+PostgreSQL server), outboxes on a fake clock (`make`), and the record of what was sent when (`Recorder`)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cms_python import CMSClient, Outbox
+from cms_python.testing import Sandbox
+
+from ..conftest import LEAD, SALE
+
+
+class FakeClock:
+    """Time that moves only when the delivery thread waits: every wait is recorded and returns at once."""
+
+    def __init__(self) -> None:
+        self.time = 1_800_000_000.0
+        self.waits: list[float] = []
+
+    def now(self) -> float:
+        return self.time
+
+    def wait(self, wake: threading.Event, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.time += seconds
+        wake.clear()
+
+
+class Recorder:
+    """Wraps the outbox's send: the fake time and idempotency key of every attempt."""
+
+    def __init__(self, outbox: Outbox, clock: FakeClock | None) -> None:
+        self.attempts: list[tuple[float, str]] = []
+        send = outbox._settings.send
+
+        def recording(request: Any) -> Any:
+            self.attempts.append((clock.now() if clock else time.monotonic(), request.idempotency_key))
+            return send(request)
+
+        outbox._settings.send = recording
+
+    def times(self, key: str | None = None) -> list[float]:
+        return [at for at, sent_key in self.attempts if key is None or sent_key == key]
+
+
+@pytest.fixture(params=["file", "postgres"])
+def new_target(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """`new_target()`: where a new, empty outbox is kept, in the store under test."""
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres").new_url  # type: ignore[no-any-return]
+    numbers = itertools.count()
+    return lambda: str(tmp_path / f"outbox{next(numbers)}.sqlite3")
+
+
+@pytest.fixture
+def make(cms_sandbox: Sandbox, new_target: Callable[[], str]) -> Iterator[Callable[..., tuple[Outbox, FakeClock]]]:
+    """`make(target=None, **outbox_kwargs)`: an outbox on `target` (default: a new one) delivering to `cms_sandbox`,
+    on a fake clock, no pacing."""
+    made: list[Outbox] = []
+    clients: list[CMSClient] = []
+
+    def build(
+        target: str | Path | None = None,
+        *,
+        client: CMSClient | None = None,
+        real_time: bool = False,
+        **kwargs: Any,
+    ) -> tuple[Outbox, FakeClock]:
+        if client is None:
+            client = cms_sandbox.client()
+            clients.append(client)
+        kwargs.setdefault("rate_limit", None)
+        outbox = Outbox(target or new_target(), client=client, **kwargs)
+        clock = FakeClock()
+        if not real_time:
+            outbox._settings.clock = clock
+        made.append(outbox)
+        return outbox, clock
+
+    yield build
+    for outbox in made:
+        outbox.close(timeout=0)
+    for client in clients:
+        client.close()
+
+
+def sale(**overrides: Any) -> dict[str, Any]:
+    return {**SALE, **overrides}
+
+
+def lead(**overrides: Any) -> dict[str, Any]:
+    return {**LEAD, **overrides}

@@ -1,0 +1,251 @@
+"""What only the file store does: its file (permissions, corrupt or foreign files, a file moved away, a
+read-only or full disk), its schema's versions, `":memory:"`, and the cost of a claim in SQLite's steps."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from cms_python import CMSClient, Outbox
+from cms_python._outbox import sqlite
+from cms_python._outbox.sqlite import SCHEMA_VERSION, SQLiteStore
+from cms_python.testing import Sandbox
+
+from ..conftest import LEAD, SALE, TOKEN
+from .conftest import lead
+
+
+@pytest.fixture(params=["file"])
+def new_target(request: pytest.FixtureRequest, tmp_path: Path):
+    """The file store only, here."""
+    numbers = iter(range(1_000_000))
+    return lambda: str(tmp_path / f"outbox{next(numbers)}.sqlite3")
+
+
+def test_a_storage_failure_is_a_storage_error(make, caplog: pytest.LogCaptureFixture) -> None:
+    outbox, _ = make()
+    outbox.track_lead(**lead(customer_external_id="first"))
+    assert outbox.flush(timeout=10)
+    connection = outbox._store.connection
+    pages = connection.execute("PRAGMA page_count").fetchone()[0]
+    connection.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full
+    with caplog.at_level(logging.WARNING, logger="cms_python"):
+        # Events as large as the field limits allow (4 bytes a character beyond the BMP): each needs a new page.
+        large = {"event_name": "\U0001f600" * 255, "customer_name": "\U0001f600" * 255}
+        results = [
+            outbox.track_lead(**lead(customer_external_id=f"c{i}" + "\U0001f600" * 250, **large)) for i in range(3)
+        ]
+    assert [(result["success"], result["type"], result["status_code"]) for result in results] == [
+        (False, "storage_error", None)
+    ] * 3
+    assert "full" in results[0]["error"]
+    assert "could not be stored" in caplog.text
+    connection.execute("PRAGMA max_page_count = 1000000")
+    assert outbox.track_lead(**lead(customer_external_id="later"))["success"]
+
+
+def test_a_file_made_read_only_is_a_storage_error(make, tmp_path: Path) -> None:
+    outbox, _ = make(tmp_path / "o.sqlite3")
+    assert outbox.track_lead(**lead(customer_external_id="before"))["success"]
+    # The database and its WAL (not the shared-memory index: SQLite maps it, and a mapping that cannot grow is a
+    # SIGBUS, a case of its own).
+    files = [tmp_path / "o.sqlite3", tmp_path / "o.sqlite3-wal"]
+    # root writes files whatever their mode: the immutable attribute stops it too (ext4 and most Linux file systems)
+    read_only = ["chattr", "+i"] if os.geteuid() == 0 else ["chmod", "a-w"]
+    writable = ["chattr", "-i"] if os.geteuid() == 0 else ["chmod", "u+w"]
+    if subprocess.run([*read_only, *map(str, files)], check=False, capture_output=True).returncode:
+        pytest.skip("this file system has no immutable attribute")
+    try:
+        result = outbox.track_lead(**lead(customer_external_id="during"))
+    finally:
+        subprocess.run([*writable, *map(str, files)], check=True)
+    assert (result["success"], result["type"], result["status_code"]) == (False, "storage_error", None)
+    assert str(tmp_path / "o.sqlite3") in result["error"]
+    assert outbox.track_lead(**lead(customer_external_id="after"))["success"]
+
+
+def test_a_new_file_is_readable_by_its_owner_only(make, tmp_path: Path) -> None:
+    path = tmp_path / "new" / "folder" / "o.sqlite3"
+    outbox, _ = make(path)
+    outbox.track_lead(**LEAD)
+    assert path.stat().st_mode & 0o777 == 0o600
+    existing = tmp_path / "existing.sqlite3"
+    existing.touch(mode=0o640)
+    existing.chmod(0o640)
+    make(existing)
+    assert existing.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_new_file_behind_a_dangling_symlink_is_readable_by_its_owner_only(make, tmp_path: Path) -> None:
+    target = tmp_path / "target.sqlite3"
+    link = tmp_path / "link.sqlite3"
+    link.symlink_to(target)
+    outbox, _ = make(link)
+    outbox.track_lead(**LEAD)
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not a database at all, but someone's notes\n" * 100, "not a readable CutMeShort outbox"),
+        (b"SQLite format 3\x00" + b"\xff" * 200, "not a readable CutMeShort outbox"),
+    ],
+)
+def test_a_corrupt_file_is_refused_and_left_alone(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "o.sqlite3"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as raised:
+        Outbox(path, TOKEN)
+    assert str(path) in str(raised.value)
+    assert path.read_bytes() == content
+    assert sorted(os.listdir(tmp_path)) == ["o.sqlite3"]
+
+
+def test_another_sqlite_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="not a CutMeShort outbox") as raised:
+        Outbox(path, TOKEN)
+    assert str(path) in str(raised.value)
+    assert path.read_bytes() == before
+
+
+def test_a_file_from_a_newer_version_is_refused(make, tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    outbox, _ = make(path)
+    outbox.close()
+    with sqlite3.connect(path) as connection:
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(ValueError, match="newer cms-python-client") as raised:
+        Outbox(path, TOKEN)
+    assert str(path) in str(raised.value)
+
+
+def test_memory_outbox_delivers(make, cms_sandbox: Sandbox) -> None:
+    outbox, _ = make(":memory:")
+    outbox.track_sale(**SALE)
+    assert outbox.flush(timeout=10)
+    assert len(cms_sandbox.sales) == 1
+
+
+def test_arguments_are_checked_at_construction(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    with pytest.raises(ValueError, match="No API token"):
+        Outbox(path)
+    for name, bad in (
+        ("rate_limit", 0),
+        ("rate_limit", True),
+        ("max_pending", 0),
+        ("max_age", -1),
+        ("flush_on_exit", -1),
+        ("durability", "disk"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            Outbox(path, TOKEN, **{name: bad})
+    with pytest.raises(ValueError, match="either client or token"):
+        Outbox(path, TOKEN, client=CMSClient(TOKEN))
+    with pytest.raises(TypeError, match="CMSClient"):
+        Outbox(path, client=object())  # type: ignore[arg-type]
+    assert not path.exists()
+
+
+def test_importing_cms_python_does_not_load_the_outbox() -> None:
+    code = "import sys, cms_python; print('sqlite3' in sys.modules, 'cms_python._outbox' in sys.modules)"
+    assert subprocess.check_output([sys.executable, "-c", code], text=True).split() == ["False", "False"]
+
+
+def test_the_stored_body_is_what_is_sent(make, cms_sandbox: Sandbox) -> None:
+    outbox, _ = make()
+    cms_sandbox.fail_next(422)  # a failed event keeps its body
+    outbox.track_lead(**lead(customer_name="Zoë", customer_email="zoe@example.com"))
+    assert outbox.flush(timeout=10)
+    body, stamped_at = outbox._store.connection.execute("SELECT body, stamped_at FROM events").fetchone()
+    sent = cms_sandbox.requests[0].json
+    assert datetime.fromisoformat(sent.pop("timestamp")) == datetime.fromtimestamp(stamped_at, timezone.utc)
+    assert json.loads(body) == sent
+
+
+def test_a_file_moved_or_deleted_under_the_outbox_refuses_to_acknowledge(tmp_path: Path) -> None:
+    for how in ("moved", "deleted"):
+        path = tmp_path / f"{how}.sqlite3"
+        with Outbox(path, TOKEN, "http://127.0.0.1:9", rate_limit=None) as outbox:
+            assert outbox.track_lead(**lead(customer_external_id="before"))["success"]
+            for suffix in ("", "-wal", "-shm"):
+                source = tmp_path / f"{how}.sqlite3{suffix}"
+                if how == "moved":
+                    source.rename(tmp_path / f"elsewhere-{how}.sqlite3{suffix}")
+                else:
+                    source.unlink()
+            result = outbox.track_lead(**lead(customer_external_id="after"))
+            assert (result["success"], result["type"]) == (False, "storage_error"), how
+            assert str(path) in result["error"]
+            assert f"was {how}" in result["error"] or "no longer" in result["error"]
+            outbox.close(timeout=0)
+        # What the next process on the path finds: not the refused event.
+        with Outbox(path, TOKEN, "http://127.0.0.1:9") as later:
+            assert later.stats()["pending"] == 0
+            later.close(timeout=0)
+
+
+@pytest.mark.parametrize("shape", ["one customer", "many customers"])
+def test_a_claim_costs_the_same_whatever_the_backlog(tmp_path: Path, shape: str) -> None:
+    # SQLite virtual-machine steps of one claim (counted, not timed): with 20,000 events pending, about what it
+    # takes with 20. A claim that scanned the pending events made unpaced delivery quadratic in a backlog.
+    def steps_of_a_claim(pending: int) -> int:
+        store = SQLiteStore(str(tmp_path / f"{shape}-{pending}.sqlite3"))
+        try:
+            with store.lock, store.transaction():
+                for number in range(pending):
+                    customer = "one" if shape == "one customer" else f"c{number}"
+                    store.enqueue("lead", f"k{number}", customer, "{}", stamped_at=None, now=0, max_pending=10**9)
+            steps = [0]
+
+            def count() -> int:
+                steps[0] += 1
+                return 0
+
+            store.claim("warm-up", 1.0, 32, None)  # opens the reading connection
+            store.release_owner("warm-up")
+            for connection in (store.connection, store._reading()):
+                connection.set_progress_handler(count, 10)
+            claim = store.claim("owner", 2.0, 32, None)
+            assert len(claim.events) == (1 if shape == "one customer" else 32)
+            return steps[0]
+        finally:
+            store.close()
+
+    small, large = steps_of_a_claim(40), steps_of_a_claim(20_000)
+    assert large <= 2 * small + 50, (small, large)
+
+
+def test_a_file_of_the_first_schema_is_brought_up_to_date_and_delivered_in_order(
+    make, cms_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    path = tmp_path / "v1.sqlite3"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(sqlite._EVENTS)
+        connection.execute(f"PRAGMA application_id = {sqlite.APPLICATION_ID}")
+        connection.execute("PRAGMA user_version = 1")
+        for seq, customer in enumerate(["a", "b", "a", "b", "a"], 1):
+            body = json.dumps({"eventName": f"e{seq}", "customerExternalId": customer, "clickId": "c"})
+            connection.execute(
+                "INSERT INTO events (seq, kind, idempotency_key, customer, body, queued_at) VALUES (?, ?, ?, ?, ?, 0)",
+                (seq, "lead", f"k{seq}", customer, body),
+            )
+    outbox, _ = make(path)
+    assert outbox.flush(timeout=10)
+    delivered = [request.idempotency_key for request in cms_sandbox.requests]
+    assert sorted(delivered) == ["k1", "k2", "k3", "k4", "k5"]
+    assert [key for key in delivered if key in ("k1", "k3", "k5")] == ["k1", "k3", "k5"]
+    assert outbox._store.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
