@@ -165,6 +165,8 @@ def _jsonl_rows(file: IO[bytes], kind: Kind | None) -> Iterator[Row]:
         empty = False
         try:
             value = json.loads(text)
+        except RecursionError:  # json's parser recurses once per level of nesting
+            raise MalformedInputError(line, "is nested too deeply: a row is one JSON object of fields") from None
         except ValueError as exc:
             if line == 1 and text.lstrip().startswith("["):
                 value = None  # the start of a JSON array over several lines: said below

@@ -254,6 +254,38 @@ def test_sending_needs_a_token_and_checks_it_before_reading(tmp_path, capsys):
     assert not Path(f"{path}.cms-outbox").exists()
 
 
+def deeply_nested(depth: int) -> str:
+    """A JSON object `depth` objects deep: {"a":{"a":...}}."""
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+NESTED = {
+    "brackets": (1, "[" * 100_000),
+    "objects": (2, deeply_nested(100_000)),
+    "a field value": (2, '{"event_name": ' + "[" * 5_000 + "]" * 5_000 + ', "customer_external_id": "u2"}'),
+}
+
+
+@pytest.mark.parametrize("case", NESTED, ids=list(NESTED))
+def test_a_deeply_nested_json_line_is_a_malformed_file_not_a_crash(tmp_path, case):
+    line, text = NESTED[case]
+    first = '{"event_name": "signup", "customer_external_id": "u1"}\n' if line == 2 else ""
+    path = write(tmp_path, "events.jsonl", first + text + "\n")
+
+    with pytest.raises(MalformedInputError) as error:
+        import_events(path, kind="lead", dry_run=True)
+    assert error.value.line == line
+    assert "nested too deeply" in str(error.value)
+
+    run_ = subprocess.run(
+        [sys.executable, "-m", "cms_python", "import", str(path), "--kind", "lead", "--dry-run"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run_.returncode == 2, run_.stderr
+    assert f"cms import: {path}, line {line}: is nested too deeply" in run_.stderr
+    assert "Traceback" not in run_.stderr
+
+
 # -- reporting ---------------------------------------------------------------------------------------------------
 
 
