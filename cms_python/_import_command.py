@@ -20,6 +20,7 @@ from ._base import HOST_VARIABLE, TOKEN_VARIABLE
 from ._client import CMSClient
 from ._import_rows import FORMATS, KINDS, MalformedInputError, format_of
 from ._importing import KEPT_PROBLEMS, OUTBOX_SUFFIX, ImportSummary, RowProblem, import_events
+from ._printable import quoted
 
 #: Seconds between two progress lines when standard output is not a terminal.
 LINE_INTERVAL = 5.0
@@ -84,7 +85,7 @@ def _rate(text: str) -> float:
     except ValueError:
         rate = -1.0
     if not 0 <= rate < float("inf"):
-        raise argparse.ArgumentTypeError(f"a rate is a number of requests per minute, 0 or more, not {text!r}")
+        raise argparse.ArgumentTypeError(f"a rate is a number of requests per minute, 0 or more, not {quoted(text)}")
     return rate
 
 

@@ -34,6 +34,7 @@ from ._import_rows import (
     read_mappings,
 )
 from ._operations import TrackRequest
+from ._printable import quoted
 from ._requests import build_lead, build_sale
 from ._types import TrackError
 
@@ -149,7 +150,7 @@ def import_events(
     read twice (a file, a list); `ValueError` for bad arguments; `OSError` if the file cannot be read.
     """
     if kind is not None and kind not in KINDS:
-        raise ValueError(f"kind must be 'lead', 'sale' or None, not {kind!r}")
+        raise ValueError(f"kind must be 'lead', 'sale' or None, not {quoted(kind)}")
     input_ = _Input(source, kind, format)
     if strict and not input_.rereadable:
         raise ValueError("strict=True reads the rows twice: pass a list or a file, not an iterator")
@@ -392,7 +393,7 @@ class _Run:
         row_kind = values.pop("kind", self.kind)
         if row_kind not in KINDS:
             reason = "is required: no kind column value and no kind for the whole input"
-            return {"kind": reason if row_kind is None else f'must be "lead" or "sale", got {row_kind!r}'}
+            return {"kind": reason if row_kind is None else f'must be "lead" or "sale", got {quoted(row_kind)}'}
         problems: dict[str, str] = {}
         if text and "amount" in values:
             amount = values["amount"]
@@ -400,7 +401,7 @@ class _Run:
             if digits and _DIGITS.issuperset(digits):
                 values["amount"] = int(amount)
             else:
-                problems["amount"] = f"must be a whole number of cents (4999 for 49.99), got {amount!r}"
+                problems["amount"] = f"must be a whole number of cents (4999 for 49.99), got {quoted(amount)}"
         timestamp = values.get("timestamp")
         if isinstance(timestamp, str):
             parsed = _parse_timestamp(timestamp)
@@ -504,7 +505,9 @@ def _parse_timestamp(text: str) -> datetime | str:
         try:
             moment = isoparse(text)
         except (ValueError, OverflowError):
-            return f"must be an ISO 8601 date-time with a UTC offset, like 2024-05-01T12:00:00+02:00, got {text!r}"
+            return (
+                f"must be an ISO 8601 date-time with a UTC offset, like 2024-05-01T12:00:00+02:00, got {quoted(text)}"
+            )
     if moment.tzinfo is None:
         written = moment.isoformat()
         return f"has no UTC offset: add one, e.g. {written}Z or {written}+02:00"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -322,6 +323,47 @@ def test_a_pipe_gets_plain_progress_lines(tmp_path, capsys):
     result = run(capsys, str(path), "--dry-run")
     assert "\r" not in result.out
     assert "orders.csv: done: 1/1 checked · 0 invalid" in result.out
+
+
+# -- what messages quote of a value: its start and its length, not 5 MB -----------------------------------------
+
+HUGE = "9" * 5_000_000 + "x"
+
+
+def test_a_huge_value_is_quoted_by_its_start_and_its_length(tmp_path, capsys):
+    rows = [
+        {"kind": "lead", "event_name": "signup", "customer_external_id": "u1", "timestamp": HUGE},
+        {"kind": HUGE, "event_name": "signup", "customer_external_id": "u2"},
+        {"kind": ["lead"] * 1_000_000, "event_name": "signup", "customer_external_id": "u3"},
+    ]
+    path = write(tmp_path, "events.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    big_cell = "9" * 100_000 + "x"  # a CSV cell's limit is 131,072 characters
+    table = write(tmp_path, "orders.csv", HEADER + f"sale,buy,u3,c,inv,{big_cell},USD,\n")
+
+    summary = import_events(path, dry_run=True)
+    (sale,) = import_events(table, dry_run=True).problems
+
+    timestamp, kind, kinds = (problem.error for problem in summary.problems)
+    assert timestamp.startswith("timestamp: must be an ISO 8601 date-time")
+    assert timestamp.endswith(f", got '{'9' * 50}…' (5,000,001 characters)")
+    assert kind == f'kind: must be "lead" or "sale", got \'{"9" * 50}…\' (5,000,001 characters)'
+    assert kinds == "kind: must be \"lead\" or \"sale\", got ['lead', 'lead', 'lead', 'lead', 'lead', 'lead', ...]"
+    assert sale.error.endswith(f", got '{'9' * 50}…' (100,001 characters)")
+    result = run(capsys, str(path), "--dry-run")
+    assert result.status == 1
+    assert len(result.out) < 2_000
+    assert "(5,000,001 characters)" in result.out
+
+
+def test_a_huge_column_or_key_name_is_quoted_by_its_start_and_its_length(tmp_path, capsys):
+    name = "c" * 100_000
+    table = write(tmp_path, "orders.csv", f"event_name,customer_external_id,{name}\nsignup,u1,x\n")
+    lines = write(tmp_path, "events.jsonl", json.dumps({"event_name": "signup", "c" * 5_000_000: 1}) + "\n")
+    for path, size in [(table, "100,000"), (lines, "5,000,000")]:
+        result = run(capsys, str(path), "--kind", "lead", "--dry-run")
+        assert result.status == 2
+        assert f"'{'c' * 50}…' ({size} characters)" in result.err
+        assert len(result.err) < 1_000
 
 
 # -- the Python API ----------------------------------------------------------------------------------------------
