@@ -112,7 +112,8 @@ def _import(args: argparse.Namespace) -> int:
         with _spooled(args.file) as path, _stop_on_signals() as stop:
             summary = import_events(
                 path,
-                None if args.dry_run else outbox,
+                # A dry run opens no outbox; the one given is still a file --errors must not overwrite.
+                args.outbox if args.dry_run else outbox,
                 kind=args.kind,
                 format=args.format,
                 client=client,
