@@ -17,7 +17,7 @@ from ._base import HOST_VARIABLE, TOKEN_VARIABLE
 from ._client import CMSClient
 from ._import_rows import FORMATS, KINDS, MalformedInputError, format_of
 from ._importing import KEPT_PROBLEMS, OUTBOX_SUFFIX, ImportSummary, RowProblem, import_events
-from ._printable import printable
+from ._printable import printable, quoted
 from ._signals import stop_on_signals
 
 #: Seconds between two progress lines when standard output is not a terminal.
@@ -83,7 +83,7 @@ def _rate(text: str) -> float:
     except ValueError:
         rate = -1.0
     if not 0 <= rate < float("inf"):
-        raise argparse.ArgumentTypeError(f"a rate is a number of requests per minute, 0 or more, not {text!r}")
+        raise argparse.ArgumentTypeError(f"a rate is a number of requests per minute, 0 or more, not {quoted(text)}")
     return rate
 
 
@@ -110,7 +110,8 @@ def _import(args: argparse.Namespace) -> int:
         with _spooled(args.file) as path, stop_on_signals() as stop:
             summary = import_events(
                 path,
-                None if args.dry_run else outbox,
+                # A dry run opens no outbox; the one given is still a file --errors must not overwrite.
+                args.outbox if args.dry_run else outbox,
                 kind=args.kind,
                 format=args.format,
                 client=client,

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Literal, TypeAlias
 
+from ._printable import quoted
 from ._requests import build_lead, build_sale
 
 Kind: TypeAlias = Literal["lead", "sale"]
@@ -67,7 +68,7 @@ def format_of(path: str | os.PathLike[str], format: Format | None) -> Format:
     """`format` if given, else what the file name says (`.csv`, `.jsonl`, `.ndjson`); `ValueError` otherwise."""
     if format is not None:
         if format not in FORMATS:
-            raise ValueError(f"format must be 'csv' or 'jsonl', not {format!r}")
+            raise ValueError(f"format must be 'csv' or 'jsonl', not {quoted(format)}")
         return format
     found = _FORMAT_BY_SUFFIX.get(Path(path).suffix.lower())
     if found is None:
@@ -136,7 +137,7 @@ def _columns(line: int, header: list[str], kind: Kind | None) -> list[str]:
     for position, spelling in enumerate(header, 1):
         name = NAMES.get(spelling.strip())
         if name is None:
-            what = f"unknown column {spelling!r}" if spelling.strip() else f"column {position} has no name"
+            what = f"unknown column {quoted(spelling)}" if spelling.strip() else f"column {position} has no name"
             raise MalformedInputError(line, f"{what}: {_NAMING_HINT}")
         if name in columns:
             raise MalformedInputError(line, f"two columns are the field {name}")
@@ -165,6 +166,8 @@ def _jsonl_rows(file: IO[bytes], kind: Kind | None) -> Iterator[Row]:
         empty = False
         try:
             value = json.loads(text)
+        except RecursionError:  # json's parser recurses once per level of nesting
+            raise MalformedInputError(line, "is nested too deeply: a row is one JSON object of fields") from None
         except ValueError as exc:
             if line == 1 and text.lstrip().startswith("["):
                 value = None  # the start of a JSON array over several lines: said below
@@ -186,7 +189,7 @@ def _fields(line: int, row: Mapping[str, Any]) -> dict[str, Any]:
     for spelling, value in row.items():
         name = NAMES.get(spelling) if isinstance(spelling, str) else None
         if name is None:
-            raise MalformedInputError(line, f"unknown field {spelling!r}: {_NAMING_HINT}")
+            raise MalformedInputError(line, f"unknown field {quoted(spelling)}: {_NAMING_HINT}")
         fields[name] = value
     if len(fields) < len(row):
         raise MalformedInputError(line, "two keys name the same field (e.g. event_name and eventName)")

@@ -7,9 +7,13 @@ its content, so importing the same rows again queues nothing twice (the outbox a
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import os
+import re
+import secrets
+import stat
 import threading
 import time
 from collections import deque
@@ -34,6 +38,7 @@ from ._import_rows import (
 )
 from ._operations import TrackRequest
 from ._outbox.store import StorageError
+from ._printable import quoted
 from ._requests import build_lead, build_sale
 from ._types import TrackError
 
@@ -54,6 +59,11 @@ BATCH = 256
 PROGRESS_INTERVAL = 0.25
 OUTBOX_SUFFIX = ".cms-outbox"
 KEY_PREFIX = "import-"
+#: The files an outbox is kept in: SQLite's database, and beside it the write-ahead log that holds the latest
+#: commits until a checkpoint (and the shared-memory index, and a rollback journal).
+_OUTBOX_FILES = ("", "-wal", "-shm", "-journal")
+# An outbox named by a URL (a database server's) or kept in memory is in no file.
+_NOT_A_FILE = re.compile(r":memory:$|[A-Za-z][A-Za-z0-9+.-]*://")
 
 _FIELD_SETS = {kind: frozenset(FIELDS[kind]) for kind in KINDS}
 _REQUIRED_SETS = {kind: frozenset(REQUIRED[kind]) for kind in KINDS}
@@ -138,7 +148,8 @@ def import_events(
             your own has its own.
         strict: check every row first; if any is invalid, queue nothing.
         dry_run: check every row, queue nothing.
-        errors: write the invalid and failed rows to this CSV file (`line`, `type`, `error` columns).
+        errors: write the invalid and failed rows to this CSV file (`line`, `type`, `error` columns), when the
+            run ends (a run that raises leaves the file as it was). Not the input nor the outbox (`ValueError`).
         on_progress: called with the summary so far, a few times a second.
         stop: set it (from a signal handler, another thread) to stop between two rows: what was queued stays
             in the outbox, and importing again resumes (nothing is queued twice).
@@ -149,19 +160,21 @@ def import_events(
     read twice (a file, a list); `ValueError` for bad arguments; `OSError` if the file cannot be read.
     """
     if kind is not None and kind not in KINDS:
-        raise ValueError(f"kind must be 'lead', 'sale' or None, not {kind!r}")
+        raise ValueError(f"kind must be 'lead', 'sale' or None, not {quoted(kind)}")
     input_ = _Input(source, kind, format)
     if strict and not input_.rereadable:
         raise ValueError("strict=True reads the rows twice: pass a list or a file, not an iterator")
     if client is not None and outbox is not None and not isinstance(outbox, str | os.PathLike):
         raise ValueError("client= is for an outbox opened from a path: an Outbox delivers through its own client")
+    default_outbox = None if input_.path is None else os.fspath(input_.path) + OUTBOX_SUFFIX
     if outbox is None and not dry_run:
-        if input_.path is None:
+        if default_outbox is None:
             raise ValueError("pass outbox= (an Outbox or a path) to import rows that are not a file")
-        outbox = os.fspath(input_.path) + OUTBOX_SUFFIX
+        outbox = default_outbox
+    if errors is not None:
+        _refuse_to_overwrite(errors, input_.path, default_outbox if outbox is None else outbox)
     run = _Run(input_, kind, on_progress, stop or threading.Event())
-    cleanup = ExitStack()
-    try:
+    with ExitStack() as cleanup:  # told whether the run raised: the errors file is kept only if it did not
         if errors is not None:
             run.errors = cleanup.enter_context(_ErrorsFile(errors))
         # The shape of the whole input first (and its row count, for progress): a malformed line found halfway
@@ -172,8 +185,6 @@ def import_events(
             return run.finish("done" if run.check() else "interrupted")
         assert outbox is not None
         return run.send(outbox, client, rate_limit, strict=strict, cleanup=cleanup)
-    finally:
-        cleanup.close()
 
 
 class _Input:
@@ -392,7 +403,7 @@ class _Run:
         row_kind = values.pop("kind", self.kind)
         if row_kind not in KINDS:
             reason = "is required: no kind column value and no kind for the whole input"
-            return {"kind": reason if row_kind is None else f'must be "lead" or "sale", got {row_kind!r}'}
+            return {"kind": reason if row_kind is None else f'must be "lead" or "sale", got {quoted(row_kind)}'}
         problems: dict[str, str] = {}
         if text and "amount" in values:
             amount = values["amount"]
@@ -400,7 +411,7 @@ class _Run:
             if digits and _DIGITS.issuperset(digits):
                 values["amount"] = int(amount)
             else:
-                problems["amount"] = f"must be a whole number of cents (4999 for 49.99), got {amount!r}"
+                problems["amount"] = f"must be a whole number of cents (4999 for 49.99), got {quoted(amount)}"
         timestamp = values.get("timestamp")
         if isinstance(timestamp, str):
             parsed = _parse_timestamp(timestamp)
@@ -504,26 +515,98 @@ def _parse_timestamp(text: str) -> datetime | str:
         try:
             moment = isoparse(text)
         except (ValueError, OverflowError):
-            return f"must be an ISO 8601 date-time with a UTC offset, like 2024-05-01T12:00:00+02:00, got {text!r}"
+            return (
+                f"must be an ISO 8601 date-time with a UTC offset, like 2024-05-01T12:00:00+02:00, got {quoted(text)}"
+            )
     if moment.tzinfo is None:
         written = moment.isoformat()
         return f"has no UTC offset: add one, e.g. {written}Z or {written}+02:00"
     return moment
 
 
+def _refuse_to_overwrite(
+    errors: str | os.PathLike[str],
+    input_path: str | os.PathLike[str] | None,
+    outbox: Outbox | str | os.PathLike[str] | None,
+) -> None:
+    """`ValueError` if the `errors` file is the input or the outbox, however the paths are spelled or linked:
+    writing it would destroy them."""
+    protected: list[tuple[str, str]] = []
+    if input_path is not None:
+        protected.append(("the input file", os.fspath(input_path)))
+    if outbox is not None:
+        path = os.fspath(outbox if isinstance(outbox, str | os.PathLike) else outbox._label)
+        if not _NOT_A_FILE.match(path):
+            protected += [("the outbox", path + suffix) for suffix in _OUTBOX_FILES]
+    for what, path in protected:
+        if _same_file(errors, path):
+            raise ValueError(
+                f"the errors file {os.fspath(errors)!r} is {what}: writing the errors would destroy it; "
+                "name another file"
+            )
+
+
+def _same_file(path: str | os.PathLike[str], other: str) -> bool:
+    """Whether two paths name one file: the same device and inode (hard and symbolic links) when both exist,
+    else the same path once links, `.` and `..` are resolved."""
+    try:
+        return os.path.samefile(path, other)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(path) == os.path.realpath(other)
+
+
 class _ErrorsFile:
-    """The `errors` CSV: one line per invalid or failed row (`line`, `type`, `error`)."""
+    """The `errors` CSV: one line per invalid or failed row (`line`, `type`, `error`).
+
+    Written to a temporary file beside it, renamed over it when the run ends: a run that raises (a malformed
+    line, Ctrl-C twice) or is killed never leaves it half-written; the previous one stays. A stream (a pipe, a
+    terminal, `/dev/stderr` even when standard error goes to a file) is written to as the run goes.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.file = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed by __exit__
+        self.temporary: str | None = None
+        self.target = ""
+        try:
+            found: os.stat_result | None = os.stat(path)
+        except FileNotFoundError:
+            found = None
+        if found is not None and (not stat.S_ISREG(found.st_mode) or _is_standard_output(found)):
+            # Appended to: a log that standard error goes to keeps what it holds.
+            self.file = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115 - closed by __exit__
+        else:
+            if found is not None and not os.access(path, os.W_OK):  # a rename would replace it all the same
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+            # Through a symbolic link: the file it points to is replaced, the link kept.
+            self.target = os.path.realpath(path)
+            folder, name = os.path.split(self.target)
+            self.temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+            try:  # mode 0o666 less the umask, as open() creates a file; an existing file's own mode is kept
+                descriptor = os.open(self.temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except OSError as exc:  # said of the file asked for, not of the temporary one
+                raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
+            if found is not None:
+                os.fchmod(descriptor, stat.S_IMODE(found.st_mode))
+            self.file = open(descriptor, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed by __exit__
         self.writer = csv.writer(self.file)
         self.writer.writerow(["line", "type", "error"])
 
     def __enter__(self) -> _ErrorsFile:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.file.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        if self.temporary is None:
+            self.file.close()
+            return
+        try:
+            if exc_type is None:
+                self.file.flush()
+                os.fsync(self.file.fileno())  # on disk before the rename: no empty file after a power cut
+            self.file.close()
+            if exc_type is None:
+                os.replace(self.temporary, self.target)
+        finally:
+            if os.path.lexists(self.temporary):
+                os.unlink(self.temporary)
 
     def write(self, problem: RowProblem) -> None:
         self.writer.writerow(["" if problem.line is None else problem.line, problem.type, problem.error])
@@ -534,3 +617,16 @@ class _ErrorsFile:
         for event in failed:
             result = event.result
             self.write(RowProblem(lines.get(event.idempotency_key), result["type"], result["error"]))
+
+
+def _is_standard_output(found: os.stat_result) -> bool:
+    """Whether `found` is the file standard output or error goes to (`--errors /dev/stderr 2>>import.log`): a
+    stream to add to, not a file to replace."""
+    for descriptor in (1, 2):
+        try:
+            stream = os.fstat(descriptor)
+        except OSError:  # closed
+            continue
+        if (stream.st_dev, stream.st_ino) == (found.st_dev, found.st_ino):
+            return True
+    return False

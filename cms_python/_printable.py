@@ -1,9 +1,18 @@
-"""Text from elsewhere (a server's answer, a client's request), made safe for a log record or a terminal."""
+"""Text from elsewhere (a server's answer, a client's request, a user's file), made safe and short for a log
+record, a terminal or a message."""
 
 from __future__ import annotations
 
 import logging
+import reprlib
 from collections.abc import Callable
+
+#: How many characters of a long string a message quotes.
+QUOTED_CHARACTERS = 50
+# Containers cut to a few items and levels (no recursion into a deeply nested value); other objects' reprs to
+# about as many characters as a string is quoted with.
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxother = _SHORT_REPR.maxlong = QUOTED_CHARACTERS + 10
 
 
 def printable(text: str) -> str:
@@ -20,6 +29,18 @@ def escaped(text: str, notation: Callable[[str], str]) -> str:
     if text.isprintable():
         return text
     return "".join(character if character.isprintable() else notation(character) for character in text)
+
+
+def quoted(value: object) -> str:
+    """`value` as a message quotes it: its repr, escaped as a Python literal; a string longer than
+    `QUOTED_CHARACTERS` cut to its start and its length (`'aaaa…' (5,000,000 characters)`), so that a 5 MB cell
+    makes a one-line message; a container cut to a few items and levels."""
+    if not isinstance(value, str):
+        return _SHORT_REPR.repr(value)
+    text = str.__str__(value)  # an exact str: no method of a subclass runs
+    if len(text) <= QUOTED_CHARACTERS:
+        return repr(text)
+    return f"{text[:QUOTED_CHARACTERS] + '…'!r} ({len(text):,} characters)"
 
 
 def _python_escape(character: str) -> str:

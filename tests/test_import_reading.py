@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from cms_python import MalformedInputError, import_events
+import cms_python._importing
+from cms_python import MalformedInputError, Outbox, import_events
 from cms_python._cli import main
 from cms_python._import_rows import read_file
 from cms_python._importing import row_key
+from cms_python.testing import Sandbox
 
 HEADER = "kind,event_name,customer_external_id,click_id,invoice_id,amount,currency,timestamp\n"
 GOOD_LEAD = "lead,signup_started,user_1,click_1,,,,2024-05-01T12:00:00Z\n"
@@ -254,6 +261,38 @@ def test_sending_needs_a_token_and_checks_it_before_reading(tmp_path, capsys):
     assert not Path(f"{path}.cms-outbox").exists()
 
 
+def deeply_nested(depth: int) -> str:
+    """A JSON object `depth` objects deep: {"a":{"a":...}}."""
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+NESTED = {
+    "brackets": (1, "[" * 100_000),
+    "objects": (2, deeply_nested(100_000)),
+    "a field value": (2, '{"event_name": ' + "[" * 5_000 + "]" * 5_000 + ', "customer_external_id": "u2"}'),
+}
+
+
+@pytest.mark.parametrize("case", NESTED, ids=list(NESTED))
+def test_a_deeply_nested_json_line_is_a_malformed_file_not_a_crash(tmp_path, case):
+    line, text = NESTED[case]
+    first = '{"event_name": "signup", "customer_external_id": "u1"}\n' if line == 2 else ""
+    path = write(tmp_path, "events.jsonl", first + text + "\n")
+
+    with pytest.raises(MalformedInputError) as error:
+        import_events(path, kind="lead", dry_run=True)
+    assert error.value.line == line
+    assert "nested too deeply" in str(error.value)
+
+    run_ = subprocess.run(
+        [sys.executable, "-m", "cms_python", "import", str(path), "--kind", "lead", "--dry-run"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run_.returncode == 2, run_.stderr
+    assert f"cms import: {path}, line {line}: is nested too deeply" in run_.stderr
+    assert "Traceback" not in run_.stderr
+
+
 # -- reporting ---------------------------------------------------------------------------------------------------
 
 
@@ -290,6 +329,257 @@ def test_a_pipe_gets_plain_progress_lines(tmp_path, capsys):
     result = run(capsys, str(path), "--dry-run")
     assert "\r" not in result.out
     assert "orders.csv: done: 1/1 checked · 0 invalid" in result.out
+
+
+# -- the --errors file: never the input or the outbox, never left half-written -----------------------------------
+
+
+def same_file_spellings(tmp_path: Path, target: Path) -> dict[str, Path]:
+    """`target` named in other ways: as given, through `..`, through a symbolic link, by a hard link."""
+    (tmp_path / "sub").mkdir(exist_ok=True)
+    link = tmp_path / "link-to-target"
+    link.symlink_to(target)
+    hard = tmp_path / "hard-link"
+    if target.exists():
+        os.link(target, hard)
+    return {
+        "same path": target,
+        "another spelling": tmp_path / "sub" / ".." / target.name,
+        "a symlink": link,
+        **({"a hard link": hard} if target.exists() else {}),
+    }
+
+
+@pytest.fixture
+def refusing_host() -> Iterator[str]:
+    """An API that refuses the token: an import that got as far as sending stops (paused) instead of waiting."""
+    with Sandbox(token="another-token").serve() as url:
+        yield url
+
+
+@pytest.mark.parametrize("spelling", ["same path", "another spelling", "a symlink", "a hard link"])
+@pytest.mark.parametrize("mode", ["--dry-run", "send"])
+def test_an_errors_file_that_is_the_input_is_refused_and_the_input_kept(
+    tmp_path, capsys, refusing_host, spelling, mode
+):
+    content = HEADER + GOOD_LEAD + "lead,signup,user,c,,,,yesterday\n"
+    path = write(tmp_path, "orders.csv", content)
+    errors = same_file_spellings(tmp_path, path)[spelling]
+    options = [mode] if mode != "send" else ["--token", "t", "--host", refusing_host]
+
+    result = run(capsys, str(path), *options, "--errors", str(errors))
+
+    assert result.status == 2
+    assert f"cms import: the errors file {str(errors)!r} is the input file" in result.err
+    assert path.read_text(encoding="utf-8") == content
+    assert not Path(f"{path}.cms-outbox").exists()
+    with pytest.raises(ValueError, match="is the input file"):
+        import_events(path, kind="lead", dry_run=True, errors=errors)
+    assert path.read_text(encoding="utf-8") == content
+    assert sorted(tmp_path.glob(".*")) == []  # no temporary file left beside it
+
+
+def queue_one_event(path: Path) -> None:
+    """An outbox file at `path` holding one acknowledged event, pending (nothing listens at its host)."""
+    with Outbox(path, "t", "http://127.0.0.1:9", flush_on_exit=0) as outbox:
+        assert outbox.track_lead(event_name="signup", customer_external_id="u1", click_id="c1")["success"]
+        outbox.close(timeout=0)
+
+
+def pending_events(path: Path) -> int:
+    with Outbox(path, "t", "http://127.0.0.1:9", flush_on_exit=0) as outbox:
+        pending = outbox.stats()["pending"]
+        outbox.close(timeout=0)
+    return pending
+
+
+@pytest.mark.parametrize("spelling", ["same path", "another spelling", "a symlink", "a hard link"])
+@pytest.mark.parametrize("outbox", ["default", "--outbox"])
+@pytest.mark.parametrize("mode", ["--dry-run", "send"])
+def test_an_errors_file_that_is_the_outbox_is_refused_and_its_event_kept(
+    tmp_path, capsys, refusing_host, spelling, outbox, mode
+):
+    path = write(tmp_path, "orders.csv", HEADER + GOOD_LEAD + "lead,signup,user,c,,,,yesterday\n")
+    queue = Path(f"{path}.cms-outbox") if outbox == "default" else tmp_path / "shared.cms-outbox"
+    queue_one_event(queue)
+    errors = same_file_spellings(tmp_path, queue)[spelling]
+    options = [mode] if mode != "send" else ["--token", "t", "--host", refusing_host]
+    options += ["--outbox", str(queue)] if outbox == "--outbox" else []
+
+    result = run(capsys, str(path), *options, "--errors", str(errors))
+
+    assert result.status == 2
+    assert f"cms import: the errors file {str(errors)!r} is the outbox" in result.err
+    assert pending_events(queue) == 1
+
+
+def test_import_events_refuses_an_errors_file_that_is_the_outbox_however_given(tmp_path):
+    path = write(tmp_path, "orders.csv", HEADER + GOOD_LEAD)
+    queue = tmp_path / "queue"
+    queue_one_event(queue)
+    stopped = threading.Event()
+    stopped.set()  # were it not refused, the import would stop at once instead of waiting for an unreachable API
+    with Outbox(queue, "t", "http://127.0.0.1:9", flush_on_exit=0) as outbox:
+        given = [(outbox, queue), (queue, queue), (os.fspath(queue), tmp_path / "." / "queue")]
+        # SQLite's own files beside it are the outbox too: its write-ahead log holds what is not checkpointed.
+        given.append((outbox, Path(f"{queue}-wal")))
+        for target, errors in given:
+            with pytest.raises(ValueError, match="is the outbox"):
+                import_events(path, target, kind="lead", errors=errors, stop=stopped)
+        # A dry run opens no outbox, but must not overwrite the one it was given either.
+        with pytest.raises(ValueError, match="is the outbox"):
+            import_events(path, queue, kind="lead", dry_run=True, errors=queue)
+        outbox.close(timeout=0)
+    assert pending_events(queue) == 1
+    errors = tmp_path / "errors.csv"
+    with Sandbox().client() as client, Outbox(":memory:", client=client, rate_limit=None) as memory:
+        summary = import_events(path, memory, kind="lead", errors=errors)  # an outbox in memory is no file
+    assert (summary.state, summary.queued, errors.read_bytes()) == ("done", 1, b"line,type,error\r\n")
+
+
+PREVIOUS_ERRORS = b"line,type,error\r\n7,validation_error,from the previous run\r\n"
+
+
+def test_a_run_that_raises_halfway_leaves_the_previous_errors_file(tmp_path):
+    errors = write(tmp_path, "errors.csv", PREVIOUS_ERRORS)
+    bad = {"event_name": "signup", "customer_external_id": "u", "timestamp": "yesterday"}
+    rows = iter([bad] * 3_000 + [{"colour": "red"}])  # read once: the unknown key is found after 3,000 problems
+
+    with pytest.raises(MalformedInputError):
+        import_events(rows, kind="lead", dry_run=True, errors=errors)
+
+    assert errors.read_bytes() == PREVIOUS_ERRORS
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["errors.csv"]
+
+
+def test_ctrl_c_twice_while_checking_leaves_the_previous_errors_file_or_none(tmp_path, monkeypatch):
+    monkeypatch.setattr(cms_python._importing, "PROGRESS_INTERVAL", 0.0)  # a progress call after every row
+    path = write(tmp_path, "orders.csv", HEADER + "lead,signup,user,c,,,,yesterday\n" * 3_000)
+
+    def interrupt_while_checking(summary):
+        if summary.state == "checking" and summary.invalid >= 1_000:
+            raise KeyboardInterrupt
+
+    for previous in (PREVIOUS_ERRORS, None):
+        errors = tmp_path / "errors.csv"
+        if previous is not None:
+            errors.write_bytes(previous)
+        with pytest.raises(KeyboardInterrupt):
+            import_events(path, dry_run=True, errors=errors, on_progress=interrupt_while_checking)
+        assert errors.exists() == (previous is not None)
+        if previous is not None:
+            assert errors.read_bytes() == previous
+            errors.unlink()
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["orders.csv"]
+
+
+# A child that imports with --errors and, once 1,000 invalid rows were written, says so and waits to be killed.
+KILLED_WHILE_CHECKING = """
+import sys, time
+import cms_python._importing
+from cms_python import import_events
+cms_python._importing.PROGRESS_INTERVAL = 0.0  # a progress call after every row
+def wait_to_be_killed(summary):
+    if summary.state == "checking" and summary.invalid >= 1_000:
+        print("checking", flush=True)
+        time.sleep(60)
+import_events(sys.argv[1], dry_run=True, errors=sys.argv[2], on_progress=wait_to_be_killed)
+"""
+
+
+def test_kill_9_while_checking_leaves_the_previous_errors_file(tmp_path):
+    path = write(tmp_path, "orders.csv", HEADER + "lead,signup,user,c,,,,yesterday\n" * 3_000)
+    errors = write(tmp_path, "errors.csv", PREVIOUS_ERRORS)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WHILE_CHECKING, str(path), str(errors)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "checking\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.communicate(timeout=30)
+    assert child.returncode == -signal.SIGKILL  # killed halfway, not finished
+    assert errors.read_bytes() == PREVIOUS_ERRORS
+
+
+def test_a_finished_run_replaces_the_errors_file_keeping_its_mode_and_a_symlink(tmp_path, capsys):
+    path = write(tmp_path, "orders.csv", HEADER + GOOD_LEAD + "lead,signup,user,c,,,,yesterday\n")
+    target = write(tmp_path, "errors-target.csv", PREVIOUS_ERRORS)
+    target.chmod(0o640)
+    link = tmp_path / "errors.csv"
+    link.symlink_to(target)
+
+    assert run(capsys, str(path), "--dry-run", "--errors", str(link)).status == 1
+
+    assert link.is_symlink()
+    with target.open(newline="", encoding="utf-8") as file:
+        assert [(row["line"], row["type"]) for row in csv.DictReader(file)] == [("3", "validation_error")]
+    assert target.stat().st_mode & 0o777 == 0o640
+    if os.geteuid() != 0:  # root may write any file
+        target.chmod(0o440)
+        result = run(capsys, str(path), "--dry-run", "--errors", str(link))
+        assert (result.status, "Permission denied" in result.err) == (2, True)
+
+
+def test_errors_to_a_stream_are_written_to_it_and_a_log_behind_stderr_is_added_to(tmp_path):
+    path = write(tmp_path, "orders.csv", HEADER + "lead,signup,user,c,,,,yesterday\n")
+    argv = [sys.executable, "-m", "cms_python", "import", str(path), "--dry-run", "--errors"]
+
+    piped = subprocess.run([*argv, "/dev/stdout"], capture_output=True, timeout=60, check=False)
+
+    assert piped.returncode == 1
+    assert 'line,type,error\r\n2,validation_error,"timestamp: must be' in piped.stdout.decode()
+    log = write(tmp_path, "import.log", "earlier output\n")
+    inode = log.stat().st_ino
+    with log.open("a") as stderr:
+        logged = subprocess.run(
+            [*argv, "/dev/stderr"], stderr=stderr, stdout=subprocess.DEVNULL, timeout=60, check=False
+        )
+    assert logged.returncode == 1
+    assert log.stat().st_ino == inode  # the same file, not one renamed over it
+    assert log.read_bytes().startswith(b'earlier output\nline,type,error\r\n2,validation_error,"timestamp')
+
+
+# -- what messages quote of a value: its start and its length, not 5 MB -----------------------------------------
+
+HUGE = "9" * 5_000_000 + "x"
+
+
+def test_a_huge_value_is_quoted_by_its_start_and_its_length(tmp_path, capsys):
+    rows = [
+        {"kind": "lead", "event_name": "signup", "customer_external_id": "u1", "timestamp": HUGE},
+        {"kind": HUGE, "event_name": "signup", "customer_external_id": "u2"},
+        {"kind": ["lead"] * 1_000_000, "event_name": "signup", "customer_external_id": "u3"},
+    ]
+    path = write(tmp_path, "events.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    big_cell = "9" * 100_000 + "x"  # a CSV cell's limit is 131,072 characters
+    table = write(tmp_path, "orders.csv", HEADER + f"sale,buy,u3,c,inv,{big_cell},USD,\n")
+
+    summary = import_events(path, dry_run=True)
+    (sale,) = import_events(table, dry_run=True).problems
+
+    timestamp, kind, kinds = (problem.error for problem in summary.problems)
+    assert timestamp.startswith("timestamp: must be an ISO 8601 date-time")
+    assert timestamp.endswith(f", got '{'9' * 50}…' (5,000,001 characters)")
+    assert kind == f'kind: must be "lead" or "sale", got \'{"9" * 50}…\' (5,000,001 characters)'
+    assert kinds == "kind: must be \"lead\" or \"sale\", got ['lead', 'lead', 'lead', 'lead', 'lead', 'lead', ...]"
+    assert sale.error.endswith(f", got '{'9' * 50}…' (100,001 characters)")
+    result = run(capsys, str(path), "--dry-run")
+    assert result.status == 1
+    assert len(result.out) < 2_000
+    assert "(5,000,001 characters)" in result.out
+
+
+def test_a_huge_column_or_key_name_is_quoted_by_its_start_and_its_length(tmp_path, capsys):
+    name = "c" * 100_000
+    table = write(tmp_path, "orders.csv", f"event_name,customer_external_id,{name}\nsignup,u1,x\n")
+    lines = write(tmp_path, "events.jsonl", json.dumps({"event_name": "signup", "c" * 5_000_000: 1}) + "\n")
+    for path, size in [(table, "100,000"), (lines, "5,000,000")]:
+        result = run(capsys, str(path), "--kind", "lead", "--dry-run")
+        assert result.status == 2
+        assert f"'{'c' * 50}…' ({size} characters)" in result.err
+        assert len(result.err) < 1_000
 
 
 # -- the Python API ----------------------------------------------------------------------------------------------

@@ -33,7 +33,10 @@ def is_database_url(target: str) -> bool:
 
 
 def label(target: str) -> str:
-    """`target` as it may be shown (messages, logs, reprs, thread names): a URL's password replaced by `***`."""
+    """`target` as it may be shown (messages, logs, reprs, thread names): a URL's password replaced by `***`; a
+    path as it is."""
+    if _SCHEME.match(target) is None:
+        return target
     shown = _PASSWORD.sub(r"\g<start>:***@", target)
     return _PASSWORD_PARAMETER.sub(r"\g<name>***", shown)
 
