@@ -168,13 +168,13 @@ class Delivery:
             self._on_exit()
 
     def _step(self) -> None:
+        clock = self._settings.clock
+        now = clock.now()
+        self._maintain(now)  # paused too: a database's store keeps taking in what apps commit
         if self.paused:
             self._wake.wait(IDLE_POLL)
             self._wake.clear()
             return
-        clock = self._settings.clock
-        now = clock.now()
-        self._maintain(now)
         interval = self._settings.interval
         # Idle from before the claim: an event queued after the claim looked wakes the wait below.
         self.idle = True
@@ -214,7 +214,7 @@ class Delivery:
             while remaining:
                 self.in_flight = remaining[0].seq  # before looking at _stopping: `stop` reads them the other way round
                 if self._stopping or self.paused:
-                    self._store.release(list(remaining))
+                    self._store.release(self._owner, list(remaining))
                     return
                 now = settings.clock.now()
                 if expires - now < settings.attempt_budget + RENEW_MARGIN:
@@ -224,7 +224,7 @@ class Delivery:
                     continue
                 hold = self._deliver_one(remaining.popleft())
                 if hold is None or hold > 0:  # a retry or a pause; or another process was told to wait (a 429)
-                    self._store.release(list(remaining))
+                    self._store.release(self._owner, list(remaining))
                     return
         finally:
             self.in_flight = None
@@ -274,10 +274,12 @@ class Delivery:
         not_before = now + delay
         if self._settings.max_age is not None:  # due for expiry before then: fail it on time
             not_before = min(not_before, event.queued_at + self._settings.max_age)
-        self._store.retry_later(event, dict(decision.result), now=now, not_before=not_before, hold_until=now + hold)
+        self._store.retry_later(
+            self._owner, event, dict(decision.result), now=now, not_before=not_before, hold_until=now + hold
+        )
 
     def _pause(self, event: StoredEvent, result: TrackError) -> None:
-        self._store.release([event])
+        self._store.release(self._owner, [event])
         logger.error(
             "CutMeShort outbox %s: delivery paused: the API answered %s (%s): the token is wrong or lacks access. "
             "Nothing is lost; fix the token, then call outbox.resume() (or start a new process).",

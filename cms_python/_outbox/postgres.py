@@ -48,6 +48,7 @@ from .store import (
     StoredEvent,
     fingerprint,
     is_dead,
+    process_owner,
 )
 from .targets import label
 
@@ -119,7 +120,8 @@ class PostgresStore:
         self._front = _Link(self._settings, self._scrub)
         self._back = _Link(self._settings, self._scrub)
         self.locks = (self._back.lock, self._front.lock)
-        self.owner = f"inspector|{os.getpid()}" if scope is None else ""
+        #: Whose row of `counts` this store's changes go to: its own, so that no two processes wait on one row.
+        self.owner = process_owner()
         self._last_forget = -FORGET_EVERY
         try:
             self._front.run(self._set_up)
@@ -245,7 +247,14 @@ class PostgresStore:
         return float(row[0]) if row is not None and row[0] is not None else 0.0
 
     def retry_later(
-        self, event: StoredEvent, result: dict[str, Any], *, now: float, not_before: float, hold_until: float
+        self,
+        owner: str,
+        event: StoredEvent,
+        result: dict[str, Any],
+        *,
+        now: float,
+        not_before: float,
+        hold_until: float,
     ) -> None:
         scope = self._scoped()
 
@@ -253,20 +262,21 @@ class PostgresStore:
             with connection.transaction():
                 connection.execute(
                     "UPDATE cms_outbox_events SET attempts = attempts + 1, not_before = %s, result = %s, "
-                    "claim_owner = NULL, claim_expires = NULL WHERE seq = %s AND state = 'pending'",
-                    (not_before, json.dumps(result), event.seq),
+                    "claim_owner = NULL, claim_expires = NULL "
+                    "WHERE seq = %s AND state = 'pending' AND claim_owner = %s",
+                    (not_before, json.dumps(result), event.seq, owner),
                 )
                 connection.execute(sql.HOLD, {"scope": scope, "now": now, "until": hold_until})
 
         self._back.run(retry_later)
 
-    def release(self, events: list[StoredEvent]) -> None:
+    def release(self, owner: str, events: list[StoredEvent]) -> None:
         if events:
             self._back.run(
                 lambda connection: connection.execute(
                     "UPDATE cms_outbox_events SET claim_owner = NULL, claim_expires = NULL "
-                    "WHERE seq = ANY(%s) AND state = 'pending'",
-                    ([event.seq for event in events],),
+                    "WHERE seq = ANY(%s) AND state = 'pending' AND claim_owner = %s",
+                    ([event.seq for event in events], owner),
                 )
             )
 

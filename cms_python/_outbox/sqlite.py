@@ -486,27 +486,31 @@ class SQLiteStore:
 
     @_storage
     def retry_later(
-        self, event: StoredEvent, result: dict[str, Any], *, now: float, not_before: float, hold_until: float
+        self,
+        owner: str,
+        event: StoredEvent,
+        result: dict[str, Any],
+        *,
+        now: float,
+        not_before: float,
+        hold_until: float,
     ) -> None:
-        """Keep a claimed event pending, sendable from `not_before`; no process sends anything before
-        `hold_until` (the server's Retry-After, or the backoff of an outage)."""
         with self.lock, self.transaction():
             self.connection.execute(
                 "UPDATE events SET attempts = attempts + 1, not_before = ?, result = ?, "
-                "claim_owner = NULL, claim_expires = NULL WHERE seq = ? AND state = 'pending'",
-                (not_before, json.dumps(result), event.seq),
+                "claim_owner = NULL, claim_expires = NULL WHERE seq = ? AND state = 'pending' AND claim_owner = ?",
+                (not_before, json.dumps(result), event.seq, owner),
             )
             self._hold_until(now, hold_until)
 
     @_storage
-    def release(self, events: list[StoredEvent]) -> None:
-        """Give up claims without sending (a pause, a stop)."""
+    def release(self, owner: str, events: list[StoredEvent]) -> None:
         if events:
             with self.lock:
                 self.connection.execute(
                     "UPDATE events SET claim_owner = NULL, claim_expires = NULL "
-                    "WHERE seq IN (SELECT value FROM json_each(?)) AND state = 'pending'",
-                    (json.dumps([event.seq for event in events]),),
+                    "WHERE seq IN (SELECT value FROM json_each(?)) AND state = 'pending' AND claim_owner = ?",
+                    (json.dumps([event.seq for event in events]), owner),
                 )
 
     @_storage

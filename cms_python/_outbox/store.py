@@ -166,13 +166,21 @@ class Store(Protocol):
         """Record a claimed event as failed for good, with its last result; returns as `delivered` does."""
 
     def retry_later(
-        self, event: StoredEvent, result: dict[str, Any], *, now: float, not_before: float, hold_until: float
+        self,
+        owner: str,
+        event: StoredEvent,
+        result: dict[str, Any],
+        *,
+        now: float,
+        not_before: float,
+        hold_until: float,
     ) -> None:
-        """Keep a claimed event pending, sendable from `not_before`; no process sends anything before `hold_until`
-        (the server's Retry-After, or the backoff of an outage)."""
+        """Keep an event `owner` claimed pending, sendable from `not_before`; no process sends anything before
+        `hold_until` (the server's Retry-After, or the backoff of an outage)."""
 
-    def release(self, events: list[StoredEvent]) -> None:
-        """Give up claims without sending (a pause, a stop)."""
+    def release(self, owner: str, events: list[StoredEvent]) -> None:
+        """Give up `owner`'s claims on `events` without sending (a pause, a stop); a claim that lapsed to another
+        owner stays theirs."""
 
     def release_owner(self, owner: str, *, keep: int | None = None) -> None:
         """Give up every claim of `owner`, but that of the event `keep` (one on the wire)."""

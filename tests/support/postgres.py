@@ -13,6 +13,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -82,6 +84,54 @@ class PostgresServer:
             connection.execute(f"CREATE SCHEMA {schema}")
         user = "postgres" if password is None else f"postgres:{quote(password, safe='')}"
         return f"postgresql://{user}@127.0.0.1:{self.port}/postgres?options=-csearch_path%3D{schema}"
+
+    def new_database(self) -> str:
+        """A new database of its own (PgBouncer passes no search path): its name."""
+        name = f"database_{next(self._schemas)}"
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+        return name
+
+    @contextlib.contextmanager
+    def bouncer(self) -> Iterator[int]:
+        """PgBouncer in front of the server, in transaction mode, with two server connections per database for all
+        its clients (so that consecutive transactions of one client run on different sessions): its port."""
+        program = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        folder = Path(tempfile.mkdtemp(prefix="cms-pgbouncer-", dir=self._root))
+        port = _free_port()
+        (folder / "users.txt").write_text('"postgres" ""\n')
+        (folder / "pgbouncer.ini").write_text(
+            f"[databases]\n* = host=127.0.0.1 port={self.port}\n"
+            f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {folder / 'users.txt'}\npool_mode = transaction\n"
+            "default_pool_size = 2\nmax_client_conn = 100\n"
+            f"logfile = {folder / 'log'}\npidfile = {folder / 'pid'}\n"
+        )
+        if self._as_postgres:
+            user = pwd.getpwnam("postgres")
+            for path in (folder, *folder.iterdir()):
+                os.chown(path, user.pw_uid, user.pw_gid)
+        process = subprocess.Popen(
+            [*self._as_postgres, program, str(folder / "pgbouncer.ini")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"pgbouncer did not start: {(folder / 'log').read_text(errors='replace')}")
+                time.sleep(0.05)
+            yield port
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def close(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
