@@ -14,6 +14,7 @@ from typing import Any
 
 from ._base import HOST_VARIABLE, TOKEN_VARIABLE
 from ._client import CMSClient
+from ._formats import parse_timestamp
 from ._import_command import add_import_command
 from ._outbox_cli import add_command as add_outbox_command
 from ._output import strict_json, write
@@ -201,14 +202,10 @@ def _port(text: str) -> int:
 
 
 def _timestamp(text: str) -> datetime:
-    # fromisoformat before Python 3.11 does not read a trailing Z.
-    try:
-        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 date-time: {text!r}") from None
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset: add one, e.g. {text}Z or {text}+02:00")
-    return moment
+    parsed = parse_timestamp(text)
+    if isinstance(parsed, str):
+        raise argparse.ArgumentTypeError(parsed)
+    return parsed
 
 
 def _client(args: argparse.Namespace) -> CMSClient:

@@ -1,4 +1,5 @@
-"""The email and URI rules: one definition for the SDK's argument checks and the sandbox's request checks.
+"""The email, URI and timestamp rules: one definition for the SDK's argument checks, the sandbox's request checks,
+and the timestamps the `cms` commands and `import_events` read from text.
 
 Both follow the standards the spec's `format: email` and `format: uri` name (JSON Schema 2020-12 §7.3), written
 out from their ABNF so the two sides can never disagree:
@@ -14,7 +15,10 @@ out from their ABNF so the two sides can never disagree:
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from functools import cache
+
+from ._printable import quoted
 
 # -- RFC 5321 §4.1.2 (Mailbox), RFC 5322 §3.2.3 (atext), RFC 6531 §3.3 (UTF-8) -----------------------------------
 
@@ -120,3 +124,24 @@ def _uri() -> re.Pattern[str]:
 def is_uri(value: str) -> bool:
     """Whether `value` is an absolute URI (RFC 3986 `URI`: a scheme, then only what the grammar allows)."""
     return _uri().fullmatch(value) is not None
+
+
+def parse_timestamp(text: str) -> datetime | str:
+    """The moment `text` names (ISO 8601 with a UTC offset: `2024-05-01T12:00:00+02:00`, `...Z`), or what is wrong
+    with it (a message that quotes it, shortened)."""
+    try:
+        # Before Python 3.11, fromisoformat reads only what isoformat writes (no "Z"): the common forms, fast.
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        from dateutil.parser import isoparse  # noqa: PLC0415 - the rarer ISO 8601 forms only
+
+        try:
+            moment = isoparse(text)
+        except (ValueError, OverflowError):
+            return (
+                f"must be an ISO 8601 date-time with a UTC offset, like 2024-05-01T12:00:00+02:00, got {quoted(text)}"
+            )
+    if moment.tzinfo is None:
+        written = moment.isoformat()
+        return f"has no UTC offset: add one, e.g. {written}Z or {written}+02:00"
+    return moment

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import hashlib
-import json
 import os
 import re
 import secrets
@@ -24,6 +22,8 @@ from datetime import datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
+from ._canonical import canonical_json, content_hash
+from ._formats import parse_timestamp
 from ._import_rows import (
     FIELDS,
     KINDS,
@@ -68,13 +68,6 @@ _NOT_A_FILE = re.compile(r":memory:$|[A-Za-z][A-Za-z0-9+.-]*://")
 _FIELD_SETS = {kind: frozenset(FIELDS[kind]) for kind in KINDS}
 _REQUIRED_SETS = {kind: frozenset(REQUIRED[kind]) for kind in KINDS}
 _BUILD: dict[Kind, Callable[..., TrackRequest[Any] | TrackError]] = {"lead": build_lead, "sale": build_sale}
-# A timestamp as `isoformat()` writes it; any other value not JSON's (only in rows that will prove invalid) as repr.
-_CANONICAL = json.JSONEncoder(
-    sort_keys=True,
-    separators=(",", ":"),
-    ensure_ascii=False,
-    default=lambda value: value.isoformat() if isinstance(value, datetime) else repr(value),
-)
 _DIGITS = frozenset("0123456789")
 
 
@@ -414,7 +407,7 @@ class _Run:
                 problems["amount"] = f"must be a whole number of cents (4999 for 49.99), got {quoted(amount)}"
         timestamp = values.get("timestamp")
         if isinstance(timestamp, str):
-            parsed = _parse_timestamp(timestamp)
+            parsed = parse_timestamp(timestamp)
             if isinstance(parsed, datetime):
                 values["timestamp"] = parsed
             else:
@@ -500,28 +493,7 @@ def keyed(prepared: Prepared) -> Prepared:
 
 def row_key(kind: Kind, arguments: Mapping[str, Any]) -> str:
     """The idempotency key of a row: a hash of its kind and the canonical JSON of its fields."""
-    content = f"{kind}\n{_CANONICAL.encode(arguments)}".encode(errors="surrogatepass")
-    return KEY_PREFIX + hashlib.sha256(content).hexdigest()
-
-
-def _parse_timestamp(text: str) -> datetime | str:
-    """The moment `text` names (ISO 8601 with an offset), or what is wrong with it."""
-    try:
-        # Before Python 3.11, fromisoformat reads only what isoformat writes (no "Z"): the common forms, fast.
-        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-    except ValueError:
-        from dateutil.parser import isoparse  # noqa: PLC0415 - the rarer ISO 8601 forms only
-
-        try:
-            moment = isoparse(text)
-        except (ValueError, OverflowError):
-            return (
-                f"must be an ISO 8601 date-time with a UTC offset, like 2024-05-01T12:00:00+02:00, got {quoted(text)}"
-            )
-    if moment.tzinfo is None:
-        written = moment.isoformat()
-        return f"has no UTC offset: add one, e.g. {written}Z or {written}+02:00"
-    return moment
+    return KEY_PREFIX + content_hash(kind, canonical_json(arguments))
 
 
 def _refuse_to_overwrite(

@@ -131,7 +131,7 @@ def test_no_token_is_a_usage_error(url, capsys):
     [
         (["track-lead", *LEAD_ARGS, "--host", "http://example.com"], "plain http"),
         (["track-lead", *LEAD_ARGS, "--timestamp", "2024-05-01T12:00:00"], "has no UTC offset"),
-        (["track-lead", *LEAD_ARGS, "--timestamp", "yesterday"], "not an ISO 8601 date-time"),
+        (["track-lead", *LEAD_ARGS, "--timestamp", "yesterday"], "must be an ISO 8601 date-time"),
         (["track-lead", *LEAD_ARGS, "--mode", "later"], "invalid choice"),
         (["track-lead", "--customer-external-id", "u"], "the following arguments are required: --event-name"),
         (["track-sale", *SALE_ARGS[:-3], "49.99", "--currency", "USD"], "invalid int value"),

@@ -19,6 +19,7 @@ from cms_python.testing import Sandbox
 
 from .children import started, wait_until
 from .conftest import LEAD, SALE, TOKEN
+from .outbox.conftest import new_event
 from .servers import LoopbackServer, Reply
 
 
@@ -166,8 +167,9 @@ def test_failed_events_print_strict_json_whatever_the_server_said(
 ) -> None:
     file = tmp_path / "outbox.sqlite3"
     store = SQLiteStore(str(file))
-    body = json.dumps({"eventName": "e", "customerExternalId": "u", "clickId": "c"})
-    store.enqueue("lead", "key-1", "u", body, stamped_at=None, now=1.0, max_pending=10)
+    store.enqueue(
+        new_event("key-1", "u", {"eventName": "e", "customerExternalId": "u", "clickId": "c"}), now=1.0, max_pending=10
+    )
     (event,) = store.claim("me", 2.0, 1, None).events
     result = {"success": False, "error": "bad \ud800", "status_code": 400, "type": "x", "details": {"n": float("nan")}}
     store.failed(event, result, attempted=True, now=0.0)

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec
 
 from .._base import tracking_method
+from .._canonical import canonical_json, content_hash
 from .._client import CMSClient
 from .._operations import TrackRequest
 from .._printable import sdk_logger
@@ -28,6 +29,7 @@ from .store import (
     LEASE,
     Full,
     KeyReused,
+    NewEvent,
     StorageError,
     Store,
     SystemClock,
@@ -42,7 +44,6 @@ __all__ = ["FailedEvent", "Outbox", "OutboxResult", "Within"]
 logger = sdk_logger("cms_python")
 
 _P = ParamSpec("_P")
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 OutboxResult = TrackQueued | TrackError
 
 _TRACK_DOC = """Queue a {kind} for delivery: the same keyword arguments and checks as `CMSClient.track_{kind}`.
@@ -223,19 +224,16 @@ class Outbox:
             return request
         if self._forked:
             self._reopen_after_fork()
-        body = request.body.to_dict()
-        # Without a timestamp argument, the time is fixed now: kept apart from the body, sent as the timestamp.
-        stamped_at = None if "timestamp" in body else time.time()
+        fields = request.body.to_dict()
+        body = canonical_json(fields)
+        kind = request.operation.kind
         key = request.idempotency_key
+        # Without a timestamp argument, the time is fixed now: kept apart from the body, sent as the timestamp.
+        stamped_at = None if "timestamp" in fields else time.time()
+        event = NewEvent(kind, key, request.body.customer_external_id, body, content_hash(kind, body), stamped_at)
         try:
             event_id, duplicate = (self._store if through is None else through).enqueue(
-                request.operation.kind,
-                key,
-                request.body.customer_external_id,
-                _JSON.encode(body),
-                stamped_at=stamped_at,
-                now=self._settings.clock.now(),
-                max_pending=self._max_pending,
+                event, now=self._settings.clock.now(), max_pending=self._max_pending
             )
         except Full:
             logger.warning(

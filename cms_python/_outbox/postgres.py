@@ -44,9 +44,9 @@ from .store import (
     Claim,
     Full,
     KeyReused,
+    NewEvent,
     StorageError,
     StoredEvent,
-    fingerprint,
     is_dead,
     process_owner,
 )
@@ -160,26 +160,23 @@ class PostgresStore:
 
     # -- enqueue ------------------------------------------------------------------------------------------------
 
-    def enqueue(
-        self, kind: str, key: str, customer: str, body: str, *, stamped_at: float | None, now: float, max_pending: int
-    ) -> tuple[str, bool]:
-        parameters = self._enqueued(kind, key, customer, body, stamped_at=stamped_at, now=now, max_pending=max_pending)
+    def enqueue(self, event: NewEvent, *, now: float, max_pending: int) -> tuple[str, bool]:
+        parameters = self._enqueued(event, now=now, max_pending=max_pending)
         return self._front.run(lambda connection: _enqueue(_Own(connection), parameters))
 
     def through(self, connection: object) -> _Through:
         return _Through(self, adapt(connection))
 
-    def _enqueued(
-        self, kind: str, key: str, customer: str, body: str, *, stamped_at: float | None, now: float, max_pending: int
-    ) -> dict[str, Any]:
+    def _enqueued(self, event: NewEvent, *, now: float, max_pending: int) -> dict[str, Any]:
+        """The parameters of `sql.ENQUEUE` for `event`."""
         return {
             "scope": self._scoped(),
-            "kind": kind,
-            "key": key,
-            "customer": customer,
-            "body": body,
-            "fingerprint": fingerprint(kind, body),
-            "stamped_at": stamped_at,
+            "kind": event.kind,
+            "key": event.key,
+            "customer": event.customer,
+            "body": event.body,
+            "fingerprint": event.fingerprint,
+            "stamped_at": event.stamped_at,
             "now": now,
             "max_pending": max_pending,
         }
@@ -242,8 +239,18 @@ class PostgresStore:
 
     def _settle(self, statement: str, events: list[StoredEvent], **parameters: Any) -> float:
         """Run an outcome's statement; the seconds until any process may send again."""
-        values = {"scope": self._scoped(), "owner": self.owner, "seqs": [event.seq for event in events], **parameters}
-        row = self._back.run(lambda connection: connection.execute(statement, values).fetchone())
+        scope = self._scoped()
+        values = {"scope": scope, "owner": self.owner, "seqs": [event.seq for event in events], **parameters}
+
+        def settle(connection: psycopg.Connection[TupleRow]) -> TupleRow | None:
+            with connection.transaction():
+                # Promotion (which holds the lock FOR UPDATE) and a head moving on must not interleave: a head
+                # dropped on a snapshot that missed an event promoted meanwhile would leave its customer without
+                # one, and the event unsent. The statement after the lock sees every promotion committed.
+                connection.execute("SELECT 1 FROM cms_outbox_pace WHERE scope = %s FOR SHARE", (scope,))
+                return connection.execute(statement, values).fetchone()
+
+        row = self._back.run(settle)
         return float(row[0]) if row is not None and row[0] is not None else 0.0
 
     def retry_later(
@@ -307,13 +314,13 @@ class PostgresStore:
 
     def maintain(self, now: float) -> None:
         """Promote what was committed since the last time (every call), synchronise the clock (every minute),
-        forget old deliveries and fold the counts of other processes into this one's (every hour)."""
+        and the housekeeping (every hour)."""
         scope = self._scoped()
         self._back.run(lambda connection: self._promote(connection, scope))
         if time.monotonic() - self.clock.synced_at >= CLOCK_SYNC_EVERY:
             self._back.run(self.clock.sync)
         if now - self._last_forget >= FORGET_EVERY:
-            self._back.run(lambda connection: self._forget(connection, scope, now - DELIVERED_MEMORY))
+            self._back.run(lambda connection: self._housekeeping(connection, scope, now - DELIVERED_MEMORY))
             self._last_forget = now
 
     def _promote(self, connection: psycopg.Connection[TupleRow], scope: str) -> None:
@@ -329,7 +336,8 @@ class PostgresStore:
             if row is None or row[0] < PROMOTE_BATCH:
                 return
 
-    def _forget(self, connection: psycopg.Connection[TupleRow], scope: str, before: float) -> None:
+    def _housekeeping(self, connection: psycopg.Connection[TupleRow], scope: str, before: float) -> None:
+        """Forget the deliveries done before `before`, fold the other processes' counts into this one's, mend heads."""
         while True:
             deleted = connection.execute(
                 "DELETE FROM cms_outbox_delivered WHERE ctid = ANY(ARRAY("
@@ -341,6 +349,8 @@ class PostgresStore:
         with connection.transaction():
             connection.execute("SELECT 1 FROM cms_outbox_pace WHERE scope = %s FOR UPDATE", (scope,))
             connection.execute(sql.FOLD_COUNTS, {"scope": scope, "owner": self.owner})
+            # Belt and braces: a customer whose promoted events have no head (a hand edit) gets one back.
+            connection.execute(sql.MEND_HEADS, {"scope": scope})
 
     # -- inspection and maintenance -----------------------------------------------------------------------------
 
@@ -501,13 +511,8 @@ class _Through:
         self._store = store
         self._connection = connection
 
-    def enqueue(
-        self, kind: str, key: str, customer: str, body: str, *, stamped_at: float | None, now: float, max_pending: int
-    ) -> tuple[str, bool]:
-        parameters = self._store._enqueued(
-            kind, key, customer, body, stamped_at=stamped_at, now=now, max_pending=max_pending
-        )
-        return _enqueue(self._connection, parameters)
+    def enqueue(self, event: NewEvent, *, now: float, max_pending: int) -> tuple[str, bool]:
+        return _enqueue(self._connection, self._store._enqueued(event, now=now, max_pending=max_pending))
 
     def on_commit(self, callback: Callable[[], object]) -> None:
         self._connection.on_commit(callback)

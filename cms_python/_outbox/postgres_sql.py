@@ -88,7 +88,7 @@ SELECT seq, fingerprint FROM cms_outbox_events WHERE scope = %(scope)s AND idemp
 UNION ALL
 SELECT seq, fingerprint FROM cms_outbox_delivered WHERE scope = %(scope)s AND idempotency_key = %(key)s
 """
-COLUMNS = "seq, kind, idempotency_key, body, stamped_at, queued_at, attempts, result"
+COLUMNS = "seq, kind, idempotency_key, body, fingerprint, stamped_at, queued_at, attempts, result"
 PROMOTE = """
 WITH fresh AS (
     SELECT seq, customer FROM cms_outbox_events WHERE scope = %(scope)s AND NOT promoted ORDER BY seq LIMIT %(limit)s
@@ -206,6 +206,15 @@ ON CONFLICT (scope, owner) DO UPDATE SET
     settled = cms_outbox_counts.settled + excluded.settled,
     failed = cms_outbox_counts.failed + excluded.failed,
     delivered = cms_outbox_counts.delivered + excluded.delivered
+"""
+
+MEND_HEADS = """
+INSERT INTO cms_outbox_heads (scope, customer, seq)
+SELECT %(scope)s, customer, min(seq) FROM cms_outbox_events AS e
+WHERE scope = %(scope)s AND state = 'pending' AND promoted
+  AND NOT EXISTS (SELECT 1 FROM cms_outbox_heads AS h WHERE h.scope = e.scope AND h.customer = e.customer)
+GROUP BY customer
+ON CONFLICT DO NOTHING
 """
 
 

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
+from .._canonical import canonical_json, content_hash
 from .store import (
     DELIVERED_MEMORY,
     LEASE,
@@ -38,11 +39,11 @@ from .store import (
     Claim,
     Full,
     KeyReused,
+    NewEvent,
     StorageError,
     StoredEvent,
     SystemClock,
     Through,
-    fingerprint,
     is_dead,
 )
 
@@ -100,8 +101,10 @@ CREATE TRIGGER count_delivered AFTER INSERT ON delivered BEGIN
     UPDATE counters SET value = value + 1 WHERE name = 'delivered';
 END;
 """
-# Version 2: each customer's head (the oldest pending event), and the length of the last hold.
-_HEADS = """
+# Version 2: each event's content hash, stored at enqueue (filled in for version 1's events by `_fill_fingerprints`);
+# each customer's head (the oldest pending event); the length of the last hold.
+_V2 = """
+ALTER TABLE events ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';
 CREATE TABLE heads (seq INTEGER PRIMARY KEY, customer TEXT NOT NULL UNIQUE);
 INSERT INTO heads SELECT min(seq), customer FROM events WHERE state = 'pending' GROUP BY customer;
 INSERT INTO counters VALUES ('hold_length', 0.0);
@@ -125,20 +128,20 @@ BEGIN
     INSERT OR IGNORE INTO heads VALUES (NEW.seq, NEW.customer);
 END;
 """
-_MIGRATIONS = {0: _EVENTS + _HEADS, 1: _HEADS}
+_MIGRATIONS = {0: _EVENTS + _V2, 1: _V2}
 # The highest seq ever given; pending events: every event ever queued less those that left `pending`.
 _LAST_SEQ = """
 max(coalesce((SELECT max(seq) FROM events), 0), (SELECT value FROM counters WHERE name = 'high_water'))
 """
 _PENDING = f"{_LAST_SEQ} - (SELECT value FROM counters WHERE name = 'left_pending')"  # noqa: S608
 _ENQUEUE = f"""
-INSERT INTO events (seq, kind, idempotency_key, customer, body, stamped_at, queued_at)
-SELECT {_LAST_SEQ} + 1, ?1, ?2, ?3, ?4, ?5, ?6
-WHERE {_PENDING} < ?7
+INSERT INTO events (seq, kind, idempotency_key, customer, body, fingerprint, stamped_at, queued_at)
+SELECT {_LAST_SEQ} + 1, ?1, ?2, ?3, ?4, ?5, ?6, ?7
+WHERE {_PENDING} < ?8
   AND NOT EXISTS (SELECT 1 FROM events WHERE idempotency_key = ?2)
   AND NOT EXISTS (SELECT 1 FROM delivered WHERE idempotency_key = ?2)
 """  # noqa: S608 - constant text
-_COLUMNS = "seq, kind, idempotency_key, body, stamped_at, queued_at, attempts, result"
+_COLUMNS = "seq, kind, idempotency_key, body, fingerprint, stamped_at, queued_at, attempts, result"
 # Only heads can be sent: the scan skips, at most, the heads that wait for a retry or are claimed by another
 # process, however long each customer's backlog. CROSS JOIN keeps `heads` (in seq order) the outer loop.
 _SENDABLE = f"""
@@ -216,6 +219,7 @@ class SQLiteStore:
                 if version < SCHEMA_VERSION:
                     for statement in _statements(_MIGRATIONS[version]):
                         self.connection.execute(statement)
+                    self._fill_fingerprints()
                     self._set_identity()
             self.connection.execute("SELECT value FROM counters").fetchall()
         except sqlite3.OperationalError as exc:
@@ -225,6 +229,14 @@ class SQLiteStore:
                 f"{self.path} is not a readable CutMeShort outbox ({exc}); it was left as it is. "
                 "Move it away to start a new outbox: the events in it may still be recoverable."
             ) from None
+
+    def _fill_fingerprints(self) -> None:
+        """In the migration from version 1: the content hash of each event stored without one."""
+        rows = self.connection.execute("SELECT seq, kind, body FROM events WHERE fingerprint = ''").fetchall()
+        self.connection.executemany(
+            "UPDATE events SET fingerprint = ? WHERE seq = ?",
+            [(content_hash(kind, canonical_json(json.loads(body))), seq) for seq, kind, body in rows],
+        )
 
     def _tune(self, connection: sqlite3.Connection) -> None:
         connection.execute(f"PRAGMA synchronous = {'FULL' if self._durability == 'power' else 'NORMAL'}")
@@ -316,48 +328,36 @@ class SQLiteStore:
     # -- enqueue ------------------------------------------------------------------------------------------------
 
     @_storage
-    def enqueue(
-        self, kind: str, key: str, customer: str, body: str, *, stamped_at: float | None, now: float, max_pending: int
-    ) -> tuple[str, bool]:
+    def enqueue(self, event: NewEvent, *, now: float, max_pending: int) -> tuple[str, bool]:
         """Store a pending event in one statement (its own transaction): `(event_id, duplicate)`.
 
         An event with the same key and content already stored gives its id and `duplicate` True. Raises `Full`,
         `KeyReused`, or `StorageError` (storage failure, or the file was moved: see `check_in_place`).
         """
+        values = (*_row(event), now, max_pending)
         with self.lock:
-            cursor = self.connection.execute(_ENQUEUE, (kind, key, customer, body, stamped_at, now, max_pending))
-            if cursor.rowcount == 1:
-                found = str(cursor.lastrowid), False
-            else:
-                found = self._not_inserted(
-                    kind, key, customer, body, stamped_at=stamped_at, now=now, max_pending=max_pending
-                )
+            cursor = self.connection.execute(_ENQUEUE, values)
+            found = (str(cursor.lastrowid), False) if cursor.rowcount == 1 else self._not_inserted(event, values)
             # After the write: a file moved at any moment before it returned may hold the event.
             self.check_in_place()
             return found
 
-    def _not_inserted(
-        self, kind: str, key: str, customer: str, body: str, *, stamped_at: float | None, now: float, max_pending: int
-    ) -> tuple[str, bool]:
+    def _not_inserted(self, event: NewEvent, values: tuple[Any, ...]) -> tuple[str, bool]:
         with self.transaction():
             connection = self.connection
-            row = connection.execute("SELECT seq, kind, body FROM events WHERE idempotency_key = ?", (key,))
-            found = row.fetchone()
-            if found is not None:
-                seq, stored_kind, stored_body = found
-                known = fingerprint(stored_kind, stored_body)
-            else:
-                found = connection.execute(
-                    "SELECT seq, fingerprint FROM delivered WHERE idempotency_key = ?", (key,)
-                ).fetchone()
-                if found is None:
-                    # The outbox was full when the statement ran; a delivery may have made room since.
-                    cursor = connection.execute(_ENQUEUE, (kind, key, customer, body, stamped_at, now, max_pending))
-                    if cursor.rowcount != 1:
-                        raise Full
-                    return str(cursor.lastrowid), False
-                seq, known = found
-            if known != fingerprint(kind, body):
+            found = connection.execute(
+                "SELECT seq, fingerprint FROM events WHERE idempotency_key = ?1 "
+                "UNION ALL SELECT seq, fingerprint FROM delivered WHERE idempotency_key = ?1",
+                (event.key,),
+            ).fetchone()
+            if found is None:
+                # The outbox was full when the statement ran; a delivery may have made room since.
+                cursor = connection.execute(_ENQUEUE, values)
+                if cursor.rowcount != 1:
+                    raise Full
+                return str(cursor.lastrowid), False
+            seq, known = found
+            if known != event.fingerprint:
                 raise KeyReused(str(seq))
             return str(seq), True
 
@@ -453,15 +453,14 @@ class SQLiteStore:
     def delivered(self, events: list[StoredEvent], now: float) -> float:
         """Move claimed events to `delivered` (one transaction): their bodies go, their keys and fingerprints stay
         for `DELIVERED_MEMORY`."""
-        prints = [fingerprint(event.kind, event.body) for event in events]
         with self.lock, self.transaction():
             connection = self.connection
-            for event, print_ in zip(events, prints, strict=True):
+            for event in events:
                 deleted = connection.execute("DELETE FROM events WHERE seq = ? AND state = 'pending'", (event.seq,))
                 if deleted.rowcount:
                     connection.execute(
                         "INSERT OR IGNORE INTO delivered VALUES (?, ?, ?, ?)",
-                        (event.idempotency_key, event.seq, print_, now),
+                        (event.idempotency_key, event.seq, event.fingerprint, now),
                     )
             return self._hold_at(now)
 
@@ -634,6 +633,11 @@ class _Transaction:
             connection.execute("COMMIT")
         elif connection.in_transaction:
             connection.execute("ROLLBACK")
+
+
+def _row(event: NewEvent) -> tuple[object, ...]:
+    """The first values of `_ENQUEUE`, in its order."""
+    return (event.kind, event.key, event.customer, event.body, event.fingerprint, event.stamped_at)
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:

@@ -11,7 +11,6 @@ database driver: `sqlite3` is imported by the SQLite store only, `psycopg` by th
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 import threading
@@ -50,6 +49,19 @@ class KeyReused(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to store: its kind, idempotency key, customer (whose events go in order), request body (canonical
+    JSON, without a timestamp the outbox stamped: that one is `stamped_at`, apart) and its content hash."""
+
+    kind: Literal["lead", "sale"]
+    key: str
+    customer: str
+    body: str
+    fingerprint: str
+    stamped_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class StoredEvent:
     """One event as stored: `body` is the request body (JSON text), `result` the last result dict (JSON)."""
 
@@ -57,6 +69,8 @@ class StoredEvent:
     kind: Literal["lead", "sale"]
     idempotency_key: str
     body: str
+    #: The content hash of its kind and body (`_canonical.content_hash`), stored at enqueue.
+    fingerprint: str
     stamped_at: float | None
     queued_at: float
     attempts: int
@@ -102,9 +116,7 @@ class SystemClock:
 class Through(Protocol):
     """Writes events through the app's own database connection, in its current transaction (`Store.through`)."""
 
-    def enqueue(
-        self, kind: str, key: str, customer: str, body: str, *, stamped_at: float | None, now: float, max_pending: int
-    ) -> tuple[str, bool]:
+    def enqueue(self, event: NewEvent, *, now: float, max_pending: int) -> tuple[str, bool]:
         """As `Store.enqueue`, in the app's transaction: stored only if it commits."""
 
     def on_commit(self, callback: Callable[[], object]) -> None:
@@ -131,11 +143,9 @@ class Store(Protocol):
         """Held, in this order, around every use of the store's connections: taken by the fork handler, so that
         no thread is inside a connection when the process forks."""
 
-    def enqueue(
-        self, kind: str, key: str, customer: str, body: str, *, stamped_at: float | None, now: float, max_pending: int
-    ) -> tuple[str, bool]:
-        """Store a pending event: `(event_id, duplicate)`; the same key and content already stored (or delivered
-        within `DELIVERED_MEMORY`) give its id and `duplicate` True. Raises `Full`, `KeyReused`."""
+    def enqueue(self, event: NewEvent, *, now: float, max_pending: int) -> tuple[str, bool]:
+        """Store a pending event: `(event_id, duplicate)`; the same key and content (`fingerprint`) already stored,
+        or delivered within `DELIVERED_MEMORY`, give its id and `duplicate` True. Raises `Full`, `KeyReused`."""
 
     def through(self, connection: object) -> Through:
         """Enqueues written through the app's own `connection`, in its transactions. `TypeError` for a connection
@@ -217,13 +227,6 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Close the connections."""
-
-
-def fingerprint(kind: str, body: str) -> str:
-    """What makes two events "the same": their kind and request body (which holds no timestamp the outbox
-    stamped: that one is `stamped_at`, apart)."""
-    canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{kind}\n{canonical}".encode()).hexdigest()
 
 
 def token_scope(token: str) -> str:

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from cms_python import CMSClient, Outbox
+from cms_python._canonical import canonical_json, content_hash
+from cms_python._outbox.store import NewEvent
 from cms_python.testing import Sandbox
 
 from ..conftest import LEAD, SALE
@@ -98,3 +100,9 @@ def sale(**overrides: Any) -> dict[str, Any]:
 
 def lead(**overrides: Any) -> dict[str, Any]:
     return {**LEAD, **overrides}
+
+
+def new_event(key: str, customer: str, fields: dict[str, Any] | None = None, kind: str = "lead") -> NewEvent:
+    """An event to store directly (as `Outbox.track_*` would), with `fields` as its body."""
+    body = canonical_json(fields if fields is not None else {"eventName": key, "customerExternalId": customer})
+    return NewEvent(kind, key, customer, body, content_hash(kind, body), None)  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from cms_python._outbox.sqlite import SCHEMA_VERSION, SQLiteStore
 from cms_python.testing import Sandbox
 
 from ..conftest import LEAD, SALE, TOKEN
-from .conftest import lead
+from .conftest import lead, new_event
 
 
 @pytest.fixture(params=["file"])
@@ -208,7 +208,7 @@ def test_a_claim_costs_the_same_whatever_the_backlog(tmp_path: Path, shape: str)
             with store.lock, store.transaction():
                 for number in range(pending):
                     customer = "one" if shape == "one customer" else f"c{number}"
-                    store.enqueue("lead", f"k{number}", customer, "{}", stamped_at=None, now=0, max_pending=10**9)
+                    store.enqueue(new_event(f"k{number}", customer, {}), now=0, max_pending=10**9)
             steps = [0]
 
             def count() -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -31,13 +32,13 @@ from sqlalchemy.orm import Session
 from cms_python import Outbox
 from cms_python._outbox.postgres import PostgresStore
 from cms_python._outbox.store import token_scope
-from cms_python.testing import Sandbox
+from cms_python.testing import SANDBOX_TOKEN, Sandbox
 
 from ..conftest import TOKEN
 from ..servers import LoopbackServer, Reply
 from ..support.postgres import REQUIRED, PostgresServer
 from .child import TOKEN as CHILD_TOKEN
-from .conftest import lead, sale
+from .conftest import lead, new_event, sale
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cret-pw-Zq9"
@@ -72,11 +73,14 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
 # -- the target ---------------------------------------------------------------------------------------------------
 
 
-def test_a_postgres_url_keeps_the_events_in_the_database(url: str, outbox: Outbox, cms_sandbox: Sandbox) -> None:
-    assert outbox.track_sale(**sale())["success"]
-    with psycopg.connect(url) as connection:
-        assert connection.execute("SELECT count(*) FROM cms_outbox_events").fetchone() == (1,)
-    assert outbox.flush(timeout=10)
+def test_a_postgres_url_keeps_the_events_in_the_database(url: str, cms_sandbox: Sandbox) -> None:
+    with Outbox(url, SANDBOX_TOKEN, "http://127.0.0.1:9") as down:  # the API unreachable: the event stays
+        assert down.track_sale(**sale())["success"]
+        with psycopg.connect(url) as connection:
+            assert connection.execute("SELECT kind, state FROM cms_outbox_events").fetchall() == [("sale", "pending")]
+        down.close(timeout=0)
+    with cms_sandbox.client() as client, Outbox(url, client=client, rate_limit=None) as outbox:
+        assert outbox.flush(timeout=10)
     assert len(cms_sandbox.sales) == 1
 
 
@@ -292,8 +296,8 @@ def enqueue(url: str, events: list[tuple[str, str]], token: str = CHILD_TOKEN) -
     store = PostgresStore(url, scope=token_scope(token))
     try:
         for customer, key in events:
-            body = json.dumps({"eventName": key, "customerExternalId": customer, "clickId": "c"})
-            store.enqueue("lead", key, customer, body, stamped_at=None, now=time.time(), max_pending=10**6)
+            fields = {"eventName": key, "customerExternalId": customer, "clickId": "c"}
+            store.enqueue(new_event(key, customer, fields), now=time.time(), max_pending=10**6)
     finally:
         store.close()
 
@@ -340,10 +344,10 @@ def test_a_customer_s_events_go_in_commit_order_across_processes(url: str, serve
     try:
         for number in range(40):
             customer = f"c{number % 5}"
-            body = json.dumps({"eventName": f"e{number}", "customerExternalId": customer, "clickId": "c"})
+            fields = {"eventName": f"e{number}", "customerExternalId": customer, "clickId": "c"}
             with psycopg.connect(url) as connection:
                 through = store.through(connection)
-                through.enqueue("lead", f"k{number}", customer, body, stamped_at=None, now=time.time(), max_pending=999)
+                through.enqueue(new_event(f"k{number}", customer, fields), now=time.time(), max_pending=999)
                 connection.commit()
             committed[customer].append(f"k{number}")
     finally:
@@ -579,3 +583,19 @@ def test_through_pgbouncer_in_transaction_mode(postgres: PostgresServer, cms_san
     names = sent_names(cms_sandbox)
     assert sorted(names) == sorted([*(f"e{number}" for number in range(30)), "committed"])
     assert len(set(names)) == len(names)
+
+
+def test_a_customer_left_without_a_head_gets_one_back(url: str, outbox: Outbox, cms_sandbox: Sandbox) -> None:
+    store = PostgresStore(url, scope=token_scope(CHILD_TOKEN))
+    try:
+        store.enqueue(new_event("k1", "c"), now=time.time(), max_pending=99)
+        store.maintain(time.time())  # promoted: c's head
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("DELETE FROM cms_outbox_heads")  # by hand
+        assert store.claim("me", time.time(), 10, None).events == []  # nothing can be sent: no head
+        store._last_forget = -math.inf
+        store.maintain(time.time())  # the hourly housekeeping
+        (event,) = store.claim("me", time.time(), 10, None).events
+        assert event.idempotency_key == "k1"
+    finally:
+        store.close()
