@@ -6,16 +6,17 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from cms_python import AsyncCMSClient, CMSClient, TrackResult, _retry
+from cms_python._attempts import Attempts, Wait
 
-from .servers import LoopbackServer
+from .support import ROOT
 from .support.postgres import INSTALL_HINT, REQUIRED, PostgresServer, binaries
+from .support.servers import LoopbackServer
 
 # A fake token that the tests look for in every output.
 TOKEN = "test-token-5f1c9a"
@@ -39,7 +40,7 @@ def server() -> Iterator[LoopbackServer]:
 
 
 #: The checked-in OpenAPI spec, the single source of truth.
-SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi" / "cutmeshort.yaml"
+SPEC_PATH = ROOT / "openapi" / "cutmeshort.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -140,3 +141,20 @@ def postgres() -> Iterator[PostgresServer]:
     server = PostgresServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits the retry loop decided on before each retry (`Wait.seconds`), in order, whichever face: what a
+    test checks instead of timing the call on a busy machine."""
+    decided: list[float] = []
+    decide = Attempts.decide
+
+    def recording(self: Attempts, outcome: Any) -> Any:
+        decision = decide(self, outcome)
+        if isinstance(decision, Wait):
+            decided.append(decision.seconds)
+        return decision
+
+    monkeypatch.setattr(Attempts, "decide", recording)
+    return decided

@@ -5,8 +5,10 @@ the outbox's own connection, under a transaction-scoped advisory lock, and only 
 start at once, and a schema in place costs no DDL (a `CREATE ... IF NOT EXISTS` locks the table even then).
 `cms outbox migrate URL --sql` prints them for teams whose migrations run elsewhere.
 
-`events` holds pending and failed events, each in a `scope` (a hash of the API token: `token_scope`), so that the
-events of different accounts sharing a database are delivered with their own token, each account at its own pace.
+`events` holds pending, failed and delivered events (a delivered one without its body, for `DELIVERED_MEMORY`:
+its key is then recognised by the same unique index an enqueue checks), each in a `scope` (a hash of the API
+token: `token_scope`), so that the events of different accounts sharing a database are delivered with their own
+token, each account at its own pace.
 An app's transaction only inserts its event (`Within`): nothing it does waits for delivery, or delivery for it.
 Delivery then "promotes" committed events (`promoted`): each customer's oldest promoted pending event is its head
 (`heads`), the only one of its customer that may be sent, so that a customer's events go one at a time, in the
@@ -59,6 +61,8 @@ if TYPE_CHECKING:
 _SCHEMA_LOCK = 0x434D535F4F555442  # "CMS_OUTB"
 #: Events promoted per statement.
 PROMOTE_BATCH = 10_000
+#: How often the delivery thread counts the pending events, for `max_pending`.
+PENDING_COUNT_EVERY = 1.0
 #: How often the clock is synchronised with the database's, deliveries forgotten, per-process counts folded.
 CLOCK_SYNC_EVERY = 60.0
 FORGET_EVERY = 3600.0
@@ -123,6 +127,11 @@ class PostgresStore:
         #: Whose row of `counts` this store's changes go to: its own, so that no two processes wait on one row.
         self.owner = process_owner()
         self._last_forget = -FORGET_EVERY
+        #: For `max_pending`: the pending events as last counted (every second, by the delivery thread), plus
+        #: those this process queued since. Counting at each enqueue would cost more than the enqueue.
+        self._pending_counted = 0
+        self._queued_since = 0
+        self._counted_at = -PENDING_COUNT_EVERY
         try:
             self._front.run(self._set_up)
             self._back.run(self.clock.sync)
@@ -161,13 +170,29 @@ class PostgresStore:
     # -- enqueue ------------------------------------------------------------------------------------------------
 
     def enqueue(self, event: NewEvent, *, now: float, max_pending: int) -> tuple[str, bool]:
-        parameters = self._enqueued(event, now=now, max_pending=max_pending)
-        return self._front.run(lambda connection: _enqueue(_Own(connection), parameters))
+        parameters = self._enqueued(event, now=now)
+        return self._front.run(lambda connection: self._insert(_Own(connection), parameters, max_pending))
 
     def through(self, connection: object) -> _Through:
         return _Through(self, adapt(connection))
 
-    def _enqueued(self, event: NewEvent, *, now: float, max_pending: int) -> dict[str, Any]:
+    def _insert(self, connection: AppConnection, parameters: dict[str, Any], max_pending: int) -> tuple[str, bool]:
+        """Insert an event (one statement); else say why not: the same event (duplicate), another one under its
+        key (`KeyReused`), or a full outbox (`Full`)."""
+        if self._pending_counted + self._queued_since < max_pending:
+            inserted = connection.rows(sql.ENQUEUE, parameters)
+            if inserted:
+                self._queued_since += 1
+                return str(inserted[0][0]), False
+        known = connection.rows(sql.KNOWN, parameters)
+        if not known:
+            raise Full
+        seq, stored_fingerprint = known[0]
+        if stored_fingerprint != parameters["fingerprint"]:
+            raise KeyReused(str(seq))
+        return str(seq), True
+
+    def _enqueued(self, event: NewEvent, *, now: float) -> dict[str, Any]:
         """The parameters of `sql.ENQUEUE` for `event`."""
         return {
             "scope": self._scoped(),
@@ -178,7 +203,6 @@ class PostgresStore:
             "fingerprint": event.fingerprint,
             "stamped_at": event.stamped_at,
             "now": now,
-            "max_pending": max_pending,
         }
 
     @contextlib.contextmanager
@@ -317,6 +341,8 @@ class PostgresStore:
         and the housekeeping (every hour)."""
         scope = self._scoped()
         self._back.run(lambda connection: self._promote(connection, scope))
+        if time.monotonic() - self._counted_at >= PENDING_COUNT_EVERY:
+            self.counts()
         if time.monotonic() - self.clock.synced_at >= CLOCK_SYNC_EVERY:
             self._back.run(self.clock.sync)
         if now - self._last_forget >= FORGET_EVERY:
@@ -340,8 +366,8 @@ class PostgresStore:
         """Forget the deliveries done before `before`, fold the other processes' counts into this one's, mend heads."""
         while True:
             deleted = connection.execute(
-                "DELETE FROM cms_outbox_delivered WHERE ctid = ANY(ARRAY("
-                "SELECT ctid FROM cms_outbox_delivered WHERE scope = %s AND done_at < %s LIMIT 5000))",
+                "DELETE FROM cms_outbox_events WHERE ctid = ANY(ARRAY(SELECT ctid FROM cms_outbox_events "
+                "WHERE scope = %s AND state = 'delivered' AND done_at < %s LIMIT 5000))",
                 (scope, before),
             ).rowcount
             if deleted < 5000:
@@ -366,6 +392,7 @@ class PostgresStore:
         )
         assert row is not None
         pending, failed, delivered = (int(value) for value in row)
+        self._pending_counted, self._queued_since, self._counted_at = pending, 0, time.monotonic()
         return {"pending": pending, "failed": failed, "delivered": delivered}
 
     def last_seq(self) -> int:
@@ -512,25 +539,10 @@ class _Through:
         self._connection = connection
 
     def enqueue(self, event: NewEvent, *, now: float, max_pending: int) -> tuple[str, bool]:
-        return _enqueue(self._connection, self._store._enqueued(event, now=now, max_pending=max_pending))
+        return self._store._insert(self._connection, self._store._enqueued(event, now=now), max_pending)
 
     def on_commit(self, callback: Callable[[], object]) -> None:
         self._connection.on_commit(callback)
-
-
-def _enqueue(connection: AppConnection, parameters: dict[str, Any]) -> tuple[str, bool]:
-    """Insert an event (one statement); else say why not: the same event (duplicate), another one under its key
-    (`KeyReused`), or a full outbox (`Full`)."""
-    inserted = connection.rows(sql.ENQUEUE, parameters)
-    if inserted:
-        return str(inserted[0][0]), False
-    known = connection.rows(sql.KNOWN, parameters)
-    if not known:
-        raise Full
-    seq, stored_fingerprint = known[0]
-    if stored_fingerprint != parameters["fingerprint"]:
-        raise KeyReused(str(seq))
-    return str(seq), True
 
 
 def _version(connection: psycopg.Connection[TupleRow]) -> int | None:

@@ -23,19 +23,21 @@ CREATE TABLE cms_outbox_events (
     fingerprint text NOT NULL,
     stamped_at double precision,
     queued_at double precision NOT NULL,
-    state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'failed')),
+    state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'failed', 'delivered')),
     promoted boolean NOT NULL DEFAULT false,
     attempts integer NOT NULL DEFAULT 0,
     not_before double precision NOT NULL DEFAULT 0,
     claim_owner text,
     claim_expires double precision,
     result text,
+    done_at double precision,
     UNIQUE (scope, idempotency_key)
 );
 ALTER SEQUENCE cms_outbox_seq OWNED BY cms_outbox_events.seq;
 CREATE INDEX cms_outbox_events_new ON cms_outbox_events (scope, seq) WHERE NOT promoted;
 CREATE INDEX cms_outbox_events_pending ON cms_outbox_events (scope, seq) WHERE state = 'pending';
 CREATE INDEX cms_outbox_events_next ON cms_outbox_events (scope, customer, seq) WHERE state = 'pending' AND promoted;
+CREATE INDEX cms_outbox_events_delivered ON cms_outbox_events (scope, done_at) WHERE state = 'delivered';
 CREATE TABLE cms_outbox_heads (
     scope text NOT NULL,
     customer text NOT NULL,
@@ -43,15 +45,6 @@ CREATE TABLE cms_outbox_heads (
     PRIMARY KEY (scope, customer)
 );
 CREATE INDEX cms_outbox_heads_order ON cms_outbox_heads (scope, seq);
-CREATE TABLE cms_outbox_delivered (
-    scope text NOT NULL,
-    idempotency_key text NOT NULL,
-    seq bigint NOT NULL,
-    fingerprint text NOT NULL,
-    done_at double precision NOT NULL,
-    PRIMARY KEY (scope, idempotency_key)
-);
-CREATE INDEX cms_outbox_delivered_time ON cms_outbox_delivered (done_at);
 CREATE TABLE cms_outbox_pace (
     scope text PRIMARY KEY,
     next_send_at double precision NOT NULL DEFAULT 0,
@@ -68,26 +61,17 @@ CREATE TABLE cms_outbox_counts (
 );
 """  # noqa: S608 - constant text
 
-# The enqueue, on the outbox's own connection or an app's (so: named parameters, no casts, one statement). The
-# pending count for `max_pending`: the promoted ones by the per-process counts, the others counted, at most
-# max_pending of them (delivery promotes every second: there are few).
+# The enqueue, on the outbox's own connection or an app's (so: named parameters, no casts, one statement), as
+# cheap as an insert gets: a delivered event stays in the table (its body emptied) for `DELIVERED_MEMORY`, so that
+# the key's unique index alone says whether the event is known.
 ENQUEUE = """
 INSERT INTO cms_outbox_events (scope, kind, idempotency_key, customer, body, fingerprint, stamped_at, queued_at)
-SELECT %(scope)s, %(kind)s, %(key)s, %(customer)s, %(body)s, %(fingerprint)s, %(stamped_at)s, %(now)s
-WHERE NOT EXISTS (SELECT 1 FROM cms_outbox_delivered WHERE scope = %(scope)s AND idempotency_key = %(key)s)
-  AND (SELECT coalesce(sum(promoted - settled), 0) FROM cms_outbox_counts WHERE scope = %(scope)s)
-      + (SELECT count(*) FROM (
-            SELECT 1 FROM cms_outbox_events WHERE scope = %(scope)s AND NOT promoted LIMIT %(max_pending)s
-         ) AS fresh) < %(max_pending)s
+VALUES (%(scope)s, %(kind)s, %(key)s, %(customer)s, %(body)s, %(fingerprint)s, %(stamped_at)s, %(now)s)
 ON CONFLICT (scope, idempotency_key) DO NOTHING
 RETURNING seq
 """
 # What holds the key when the insert did not happen.
-KNOWN = """
-SELECT seq, fingerprint FROM cms_outbox_events WHERE scope = %(scope)s AND idempotency_key = %(key)s
-UNION ALL
-SELECT seq, fingerprint FROM cms_outbox_delivered WHERE scope = %(scope)s AND idempotency_key = %(key)s
-"""
+KNOWN = "SELECT seq, fingerprint FROM cms_outbox_events WHERE scope = %(scope)s AND idempotency_key = %(key)s"
 COLUMNS = "seq, kind, idempotency_key, body, fingerprint, stamped_at, queued_at, attempts, result"
 PROMOTE = """
 WITH fresh AS (
@@ -169,12 +153,10 @@ SELECT greatest(least(next_send_at - %(now)s, hold_length), 0) FROM cms_outbox_p
 
 DELIVERED = settling(
     """
-    DELETE FROM cms_outbox_events WHERE seq = ANY(%(seqs)s) AND scope = %(scope)s AND state = 'pending'
-    RETURNING seq, customer, promoted, idempotency_key, fingerprint
-), kept AS (
-    INSERT INTO cms_outbox_delivered (scope, idempotency_key, seq, fingerprint, done_at)
-    SELECT %(scope)s, idempotency_key, seq, fingerprint, %(now)s FROM gone
-    ON CONFLICT DO NOTHING
+    UPDATE cms_outbox_events SET state = 'delivered', body = '', result = NULL, done_at = %(now)s,
+        claim_owner = NULL, claim_expires = NULL
+    WHERE seq = ANY(%(seqs)s) AND scope = %(scope)s AND state = 'pending'
+    RETURNING seq, customer, promoted
 """,
     delivered=1,
     failed=0,

@@ -4,7 +4,7 @@ The validator knows exactly the keywords the spec's request schemas use (`$ref`,
 `properties`, `additionalProperties`, `enum`, `minLength`, `maxLength`, `pattern`, `minimum`, `maximum`,
 `format` email / date-time / uri) and refuses any other validation keyword with `ValueError`, so a change to
 the spec can never make the sandbox silently accept what it no longer checks. A full JSON Schema library
-would be a runtime dependency, which the SDK does not take on; tests/test_schema.py proves this one gives
+would be a runtime dependency, which the SDK does not take on; tests/sandbox/test_schema.py proves this one gives
 `jsonschema`'s verdicts on the spec's schemas.
 """
 

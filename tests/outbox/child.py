@@ -1,4 +1,5 @@
-"""Processes for tests/test_outbox_processes.py: `python -m tests.outbox_child MODE PATH HOST [ARGS]`.
+"""Processes for tests/outbox/test_processes.py and test_postgres.py:
+`python -m tests.outbox.child MODE TARGET HOST [ARGS]`.
 
 Each prints one line per acknowledged event (its index), flushed at once, so the parent knows which events a
 `track_*` call returned for before it killed the process.

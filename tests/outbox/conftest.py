@@ -4,7 +4,6 @@ PostgreSQL server), outboxes on a fake clock (`make`), and the record of what wa
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,22 +17,7 @@ from cms_python._outbox.store import NewEvent
 from cms_python.testing import Sandbox
 
 from ..conftest import LEAD, SALE
-
-
-class FakeClock:
-    """Time that moves only when the delivery thread waits: every wait is recorded and returns at once."""
-
-    def __init__(self) -> None:
-        self.time = 1_800_000_000.0
-        self.waits: list[float] = []
-
-    def now(self) -> float:
-        return self.time
-
-    def wait(self, wake: threading.Event, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.time += seconds
-        wake.clear()
+from ..support.clock import FakeClock
 
 
 class Recorder:

@@ -23,8 +23,10 @@ from cms_python._outbox.delivery import MAX_BACKOFF
 from cms_python.testing import SANDBOX_HOST, SANDBOX_TOKEN, Sandbox
 
 from ..conftest import LEAD, SALE, TOKEN
-from ..servers import LoopbackServer, Reply
-from .conftest import FakeClock, Recorder, lead, sale
+from ..support.clock import FakeClock
+from ..support.servers import LoopbackServer, Reply
+from ..support.waits import wait_until
+from .conftest import Recorder, lead, sale
 
 # -- queueing ---------------------------------------------------------------------------------------------------
 
@@ -131,9 +133,7 @@ def test_backoff_is_capped_at_five_minutes(new_target: Callable[[], str]) -> Non
         outbox._settings.clock = clock
         recorder = Recorder(outbox, clock)
         outbox.track_lead(**LEAD)
-        deadline = time.monotonic() + 60
-        while len(recorder.attempts) < 14 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(recorder.attempts) >= 14, what="14 attempts")
         times = recorder.times()
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert max(gaps) <= MAX_BACKOFF + 1
@@ -221,9 +221,7 @@ def test_401_and_403_pause_delivery_until_resume(
     with caplog.at_level(logging.WARNING, logger="cms_python"):
         for customer in "abc":
             outbox.track_lead(**lead(customer_external_id=customer))
-        deadline = time.monotonic() + 10
-        while not outbox.stats()["paused"] and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: outbox.stats()["paused"], what="the pause")
         assert outbox.flush(timeout=30) is False
     # At once, saying why: the timeout is not what ended it.
     assert "flush() returns False: delivery is paused" in caplog.text
@@ -343,13 +341,11 @@ def test_claims_are_released_at_close_but_that_of_the_event_on_the_wire(new_targ
         first = Outbox(path, TOKEN, server.url, rate_limit=None)
         for number in range(10):
             first.track_lead(**lead(customer_external_id=f"c{number}", idempotency_key=f"k{number}"))
-        while not server.requests:
-            time.sleep(0.01)
+        wait_until(lambda: server.requests, what="the first request")
         first.close(timeout=0)
         with Outbox(path, TOKEN, server.url, rate_limit=None) as second:
-            deadline = time.monotonic() + 4
-            while len(server.requests) < 10 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            # Well before the first's 60 s leases would run out.
+            wait_until(lambda: len(server.requests) >= 10, what="the other nine events")
             second.close(timeout=0)
         keys = [request.headers["Idempotency-Key"] for request in server.requests]
         assert sorted(keys) == sorted(f"k{number}" for number in range(10))
@@ -425,9 +421,7 @@ def test_close_keeps_the_claims_of_events_already_delivered(new_target: Callable
         first = Outbox(path, TOKEN, server.url, rate_limit=None)
         for number in range(20):
             first.track_lead(**lead(customer_external_id=f"c{number}", idempotency_key=f"k{number}"))
-        deadline = time.monotonic() + 10
-        while len(server.requests) < 6 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(server.requests) >= 6, what="six requests")
         first.close(timeout=0)
         with Outbox(path, TOKEN, server.url, rate_limit=None) as second:
             assert second.flush(timeout=20)

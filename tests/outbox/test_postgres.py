@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,13 @@ from cms_python._outbox.store import token_scope
 from cms_python.testing import SANDBOX_TOKEN, Sandbox
 
 from ..conftest import TOKEN
-from ..servers import LoopbackServer, Reply
+from ..support import ROOT
 from ..support.postgres import REQUIRED, PostgresServer
+from ..support.servers import LoopbackServer, Reply
+from ..support.waits import wait_until
 from .child import TOKEN as CHILD_TOKEN
 from .conftest import lead, new_event, sale
 
-ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cret-pw-Zq9"
 
 
@@ -61,13 +62,6 @@ def outbox(url: str, cms_sandbox: Sandbox) -> Iterator[Outbox]:
 
 def sent_names(sandbox: Sandbox) -> list[str]:
     return [request.json["eventName"] for request in sandbox.requests]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 # -- the target ---------------------------------------------------------------------------------------------------
@@ -159,7 +153,7 @@ def test_an_event_is_not_sent_before_its_transaction_commits(url: str, outbox: O
         time.sleep(1.5)  # the delivery thread looks meanwhile (it was woken by the enqueue)
         assert cms_sandbox.requests == []
         connection.commit()
-        wait_for(lambda: len(cms_sandbox.requests) == 1)
+        wait_until(lambda: len(cms_sandbox.requests) == 1)
 
 
 def test_psycopg2_commit_and_rollback(url: str, outbox: Outbox, cms_sandbox: Sandbox) -> None:
@@ -371,7 +365,7 @@ def test_overlapping_transactions_of_one_customer_go_in_commit_order(
         outbox.within(earlier).track_lead(**lead(event_name="first_id_committed_second", customer_external_id="c"))
         outbox.within(later).track_lead(**lead(event_name="second_id_committed_first", customer_external_id="c"))
         later.commit()
-        wait_for(lambda: len(cms_sandbox.requests) == 1)
+        wait_until(lambda: len(cms_sandbox.requests) == 1)
         earlier.commit()
     assert outbox.flush(timeout=10)
     assert sent_names(cms_sandbox) == ["second_id_committed_first", "first_id_committed_second"]
@@ -381,7 +375,7 @@ def test_a_process_killed_mid_send_is_taken_over_with_the_same_key(url: str, ser
     enqueue(url, [(f"c{number}", f"k{number}") for number in range(10)])
     server.default = Reply(delay=0.15)  # within the children's 0.25 s read timeout
     doomed = child("deliver", url, server.url, "0", "3")
-    wait_for(lambda: len(server.requests) >= 2)
+    wait_until(lambda: len(server.requests) >= 2)
     doomed.send_signal(signal.SIGKILL)
     doomed.communicate()
     server.default = Reply()
@@ -396,7 +390,7 @@ def test_a_hung_process_loses_its_claims_after_the_lease(url: str, server: Loopb
     server.default = Reply(delay=0.15)  # within the children's 0.25 s read timeout
     hung = child("deliver", url, server.url, "0", "3")
     try:
-        wait_for(lambda: len(server.requests) >= 1)
+        wait_until(lambda: len(server.requests) >= 1)
         hung.send_signal(signal.SIGSTOP)
         started = time.monotonic()
         rescuer = child("deliver", url, server.url, "0", "3")
@@ -449,7 +443,7 @@ def test_the_database_restarted_under_a_running_outbox(
             assert outbox.flush(timeout=1) is False
         finally:
             postgres.start()
-        wait_for(lambda: outbox.track_lead(**lead(event_name="after"))["success"], timeout=30)
+        wait_until(lambda: outbox.track_lead(**lead(event_name="after"))["success"], timeout=30)
         assert outbox.flush(timeout=30)
         outbox.close(timeout=0)
     assert sent_names(cms_sandbox) == ["before", "after"]

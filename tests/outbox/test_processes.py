@@ -1,6 +1,6 @@
 """The outbox with real processes: kill -9, two processes on one file, fork, delivery at interpreter exit.
 
-The processes run `tests/outbox_child.py` against a loopback server in this process; the server records every
+The processes run `tests/outbox/child.py` against a loopback server in this process; the server records every
 request with its Idempotency-Key.
 """
 
@@ -23,10 +23,10 @@ import pytest
 from cms_python._outbox.store import LEASE
 from cms_python._outbox.targets import open_store
 
-from ..servers import LoopbackServer, Reply
+from ..support import ROOT
+from ..support.servers import LoopbackServer, Reply
 from .child import EVENTS, TOKEN
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork and POSIX signals")
 
 
