@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cms_python._transports import MAX_BODY
+from cms_python._http import MAX_BODY
 
 from .conftest import LEAD, TOKEN
 from .servers import SUCCESS, LoopbackServer, RawServer, Reply, read_request
