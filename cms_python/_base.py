@@ -18,9 +18,9 @@ import httpx
 from cms_api_client import Client
 
 from ._attempts import Attempts
+from ._http import ACCEPT_ENCODING
 from ._operations import TrackRequest
 from ._redaction import redact_from_library_logs
-from ._transports import ACCEPT_ENCODING
 from ._types import TrackError
 from ._version import __version__
 

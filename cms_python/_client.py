@@ -13,10 +13,10 @@ from cms_api_client import Client
 
 from ._attempts import Attempts, Done, GaveUp, Wait
 from ._base import MAX_IN_FLIGHT, ClientBase, tracking_method
+from ._http import OwnClient, ThroughClient, UnreadableBody
 from ._operations import ApiResponse, TrackRequest
 from ._requests import build_lead, build_sale
 from ._results import status_only
-from ._transports import OwnClient, ThroughClient, UnreadableBody
 from ._types import TrackError, TrackResult
 
 _P = ParamSpec("_P")

@@ -12,7 +12,7 @@ from attrs import define
 from cms_api_client.models import ErrorResponse, TrackResponse
 from cms_api_client.types import Response
 
-from ._transports import UnreadableBody
+from ._http import UnreadableBody
 from ._types import TrackError, TrackResult, TrackSuccess
 
 DEFAULT_MESSAGE = "Event tracked successfully"

@@ -18,11 +18,11 @@ from typing import Any, Concatenate, Literal, ParamSpec
 from .._base import tracking_method
 from .._canonical import canonical_json, content_hash
 from .._client import CMSClient
+from .._http import attempt_budget
 from .._operations import TrackRequest
 from .._printable import sdk_logger
 from .._requests import build_lead, build_sale
 from .._results import error
-from .._transports import attempt_budget
 from .._types import TrackError, TrackQueued
 from .delivery import POLL, RENEW_MARGIN, Delivery, FailedEvent, Settings, failed_event
 from .store import (

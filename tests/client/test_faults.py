@@ -19,7 +19,7 @@ from http import HTTPStatus
 import httpx
 import pytest
 
-from cms_python._transports import MAX_BODY
+from cms_python._http import MAX_BODY
 
 from ..conftest import LEAD, TOKEN
 from ..support import SUPPORT

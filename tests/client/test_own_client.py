@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from cms_python import AsyncCMSClient, CMSClient
-from cms_python._transports import OwnAsyncClient, OwnClient
+from cms_python._http import OwnAsyncClient, OwnClient
 
 from ..conftest import TOKEN
 

@@ -5,7 +5,6 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from attrs import define as _attrs_define
-from dateutil.parser import isoparse
 
 from ..models.lead_mode import LeadMode, check_lead_mode
 from ..types import UNSET, Unset
@@ -108,6 +107,8 @@ class LeadPayload:
         if isinstance(_timestamp, Unset):
             timestamp = UNSET
         else:
+            from dateutil.parser import isoparse
+
             timestamp = isoparse(_timestamp)
 
         lead_payload = cls(

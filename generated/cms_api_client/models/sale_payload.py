@@ -5,7 +5,6 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from attrs import define as _attrs_define
-from dateutil.parser import isoparse
 
 from ..types import UNSET, Unset
 
@@ -112,6 +111,8 @@ class SalePayload:
         if isinstance(_timestamp, Unset):
             timestamp = UNSET
         else:
+            from dateutil.parser import isoparse
+
             timestamp = isoparse(_timestamp)
 
         sale_payload = cls(
