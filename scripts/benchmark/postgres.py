@@ -53,10 +53,9 @@ def start_server() -> tuple[PostgresServer | None, str]:
     """A server for the PostgreSQL scenarios and the report's line on it; or None and the line saying why they are
     skipped. `RuntimeError` instead where they are required (CMS_REQUIRE_POSTGRES=1)."""
     if binaries() is None:
-        reason = f"PostgreSQL scenarios skipped: no server binaries here ({INSTALL_HINT})"
         if REQUIRED:
-            raise RuntimeError(f"{reason}, and CMS_REQUIRE_POSTGRES=1 requires them")
-        return None, reason
+            raise RuntimeError(f"CMS_REQUIRE_POSTGRES=1, but {INSTALL_HINT} are missing")
+        return None, f"PostgreSQL scenarios skipped: missing {INSTALL_HINT}"
     server = PostgresServer()
     with psycopg.connect(server.url) as connection:
         row = connection.execute("SHOW server_version").fetchone()
