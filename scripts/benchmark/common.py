@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from cms_python._base import USER_AGENT  # the exact User-Agent the SDK sends, for the raw contenders
+from cms_python._canonical import canonical_json, content_hash
+from cms_python._outbox.store import NewEvent
 
 TOKEN = "bench-token-0123456789"  # the canned server accepts anything
 # What the SDK puts on the wire for its track_lead(...) calls here, for the raw httpx contenders.
@@ -116,6 +118,12 @@ class Scenario:
 
     def close(self) -> None:
         """Release what it holds (clients, processes)."""
+
+
+def stored_lead(customer: str, stamped_at: float) -> NewEvent:
+    """A lead of `customer` as an app's `Outbox.track_lead` stores it: for backlogs stored beforehand."""
+    body = canonical_json({**LEAD_BODY, "customerExternalId": customer})
+    return NewEvent("lead", str(uuid.uuid4()), customer, body, content_hash("lead", body), stamped_at)
 
 
 def check_sdk_result(result: Any) -> None:

@@ -3,16 +3,14 @@ events/s, against sequential `CMSClient.track_lead` calls/s (the sync contender'
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 from cms_python import Outbox
 from cms_python._outbox.sqlite import SQLiteStore  # to store events beforehand
 
-from .common import ENQUEUE, LEAD_BODY, TOKEN, Goal, Measure, Scenario, Settings, sample
+from .common import ENQUEUE, TOKEN, Goal, Measure, Scenario, Settings, sample, stored_lead
 
 
 class OutboxDelivery:
@@ -26,17 +24,8 @@ class OutboxDelivery:
         self.runs += 1
         path = self.directory / f"delivery{self.runs}.sqlite3"
         store = SQLiteStore(str(path))  # the events are stored beforehand, as by an app's enqueues
-        body = json.dumps(LEAD_BODY)
         for number in range(self.events):
-            store.enqueue(
-                "lead",
-                str(uuid.uuid4()),
-                f"user_{number}",
-                body,
-                stamped_at=time.time(),
-                now=time.time(),
-                max_pending=10**9,
-            )
+            store.enqueue(stored_lead(f"user_{number}", time.time()), now=time.time(), max_pending=10**9)
         store.close()
         start = time.perf_counter()
         outbox = Outbox(path, TOKEN, self.host, rate_limit=None)

@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,7 +40,7 @@ from cms_python._outbox.store import token_scope
 from tests.support.postgres import INSTALL_HINT, REQUIRED, PostgresServer, binaries
 
 from . import enqueue
-from .common import DRIVERS, LEAD_BODY, TOKEN, Goal, Measure, Sample, Scenario, Settings, sample
+from .common import DRIVERS, TOKEN, Goal, Measure, Sample, Scenario, Settings, sample, stored_lead
 
 SECTION = "PostgreSQL outbox (its own server on 127.0.0.1)"
 #: The delivery rows: this many processes delivering one backlog.
@@ -147,10 +146,8 @@ class Postgres(Scenario):
         try:
             with store.batch():
                 for number in range(self._backlog):
-                    customer = f"user_{number}"
-                    body = json.dumps({**LEAD_BODY, "customerExternalId": customer})
                     now = store.clock.now()
-                    store.enqueue("lead", str(uuid.uuid4()), customer, body, stamped_at=now, now=now, max_pending=10**9)
+                    store.enqueue(stored_lead(f"user_{number}", now), now=now, max_pending=10**9)
         finally:
             store.close()
         with psycopg.connect(url, autocommit=True) as connection:
@@ -182,7 +179,9 @@ class Postgres(Scenario):
                     if driver.poll() is None:
                         driver.kill()
                         driver.wait()
-            row: Any = connection.execute("SELECT count(*), max(done_at) FROM cms_outbox_delivered").fetchone()
+            row: Any = connection.execute(
+                "SELECT count(*), max(done_at) FROM cms_outbox_events WHERE state = 'delivered'"
+            ).fetchone()
             delivered, last = row
             if delivered != self._backlog:
                 raise RuntimeError(f"{delivered} of {self._backlog} events delivered")
