@@ -102,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace, path: str) -> int:
+    from ._outbox.outbox import open_store  # noqa: PLC0415
     from ._outbox.store import LEASE  # noqa: PLC0415 - the outbox only for this command
-    from ._outbox.targets import open_store  # noqa: PLC0415
 
     store = open_store(path, durability=None, lease=LEASE, scope=None)
     try:
@@ -137,8 +137,8 @@ def _inspect(args: argparse.Namespace, path: str) -> int:
 
 
 def _migrate(url: str, shown: str) -> int:
+    from ._outbox.outbox import open_store  # noqa: PLC0415
     from ._outbox.store import LEASE  # noqa: PLC0415 - the outbox only for this command
-    from ._outbox.targets import open_store  # noqa: PLC0415
 
     open_store(url, durability=None, lease=LEASE, scope=None).close()  # creates the tables if they are missing
     print(f"The outbox's tables are in place in {shown}")

@@ -37,7 +37,7 @@ from .store import (
     process_owner,
     token_scope,
 )
-from .targets import label, open_store
+from .targets import is_database_url, label
 
 __all__ = ["FailedEvent", "Outbox", "OutboxResult", "Within"]
 
@@ -431,6 +431,37 @@ class Outbox:
         self._set_up_process()
         if self._store.counts()["pending"]:
             self._delivering()
+
+
+def open_store(
+    target: str | os.PathLike[str],
+    *,
+    durability: Literal["process", "power"] | None,
+    lease: float,
+    scope: str | None,
+) -> Store:
+    """The store of `target`, opened (and set up on first use). `scope`: what the PostgreSQL store keeps apart
+    the events of different API tokens by (see `store.token_scope`; None: every token's, to look and retry only);
+    a file keeps one token's.
+
+    Raises `ValueError` for a target that is not an outbox, is corrupt or is newer than this SDK (the message
+    names it without a password), `OSError` when it cannot be reached or created, `ImportError` when the
+    `postgres` extra is not installed.
+    """
+    path = os.fspath(target)
+    if is_database_url(path):
+        if durability is not None:
+            raise ValueError("durability is for a file outbox: in PostgreSQL, the commit decides")
+        try:
+            from .postgres import PostgresStore  # noqa: PLC0415 - psycopg only for a database target
+        except ImportError as exc:
+            raise ImportError(
+                f"An outbox in PostgreSQL needs psycopg: pip install 'cms-python-client[postgres]' ({exc})"
+            ) from None
+        return PostgresStore(path, lease=lease, scope=scope)
+    from .sqlite import SQLiteStore  # noqa: PLC0415 - sqlite3 only for a file target
+
+    return SQLiteStore(path, durability or "process", lease=lease)
 
 
 #: The outboxes of this process that are not closed: flushed at exit, reset in a forked child.

@@ -1,14 +1,10 @@
-"""What an outbox target names, and the store that keeps it: a file (or ":memory:") for the SQLite store, a
-`postgresql://` URL for the PostgreSQL store. Anything else that looks like a URL is refused: taken for a path,
-it would become folders named after it, password included."""
+"""What an outbox target names: a file (or ":memory:") for the SQLite store, a `postgresql://` URL for the
+PostgreSQL store; and how it is shown without a password. Anything else that looks like a URL is refused: taken
+for a path, it would become folders named after it, password included."""
 
 from __future__ import annotations
 
-import os
 import re
-from typing import Literal
-
-from .store import Store
 
 #: The URL schemes the PostgreSQL store serves (libpq's own).
 POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -39,34 +35,3 @@ def label(target: str) -> str:
         return target
     shown = _PASSWORD.sub(r"\g<start>:***@", target)
     return _PASSWORD_PARAMETER.sub(r"\g<name>***", shown)
-
-
-def open_store(
-    target: str | os.PathLike[str],
-    *,
-    durability: Literal["process", "power"] | None,
-    lease: float,
-    scope: str | None,
-) -> Store:
-    """The store of `target`, opened (and set up on first use). `scope`: what the PostgreSQL store keeps apart
-    the events of different API tokens by (see `store.token_scope`; None: every token's, to look and retry only);
-    a file keeps one token's.
-
-    Raises `ValueError` for a target that is not an outbox, is corrupt or is newer than this SDK (the message
-    names it without a password), `OSError` when it cannot be reached or created, `ImportError` when the
-    `postgres` extra is not installed.
-    """
-    path = os.fspath(target)
-    if is_database_url(path):
-        if durability is not None:
-            raise ValueError("durability is for a file outbox: in PostgreSQL, the commit decides")
-        try:
-            from .postgres import PostgresStore  # noqa: PLC0415 - psycopg only for a database target
-        except ImportError as exc:
-            raise ImportError(
-                f"An outbox in PostgreSQL needs psycopg: pip install 'cms-python-client[postgres]' ({exc})"
-            ) from None
-        return PostgresStore(path, lease=lease, scope=scope)
-    from .sqlite import SQLiteStore  # noqa: PLC0415 - sqlite3 only for a file target
-
-    return SQLiteStore(path, durability or "process", lease=lease)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from cms_python._outbox.outbox import open_store
 from cms_python._outbox.store import LEASE
-from cms_python._outbox.targets import open_store
 
 from ..support import ROOT
 from ..support.servers import LoopbackServer, Reply
