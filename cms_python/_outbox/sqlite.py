@@ -176,7 +176,10 @@ class SQLiteStore:
     """
 
     def __init__(self, path: str, durability: Literal["process", "power"] = "process", *, lease: float = LEASE) -> None:
-        self.path = self.label = path
+        self.label = path
+        # Absolute: SQLite resolves the path once, at connect; the checks and the connections opened later (the
+        # delivery thread's, a forked child's) must name the same file after the process changes directory.
+        self.path = path if path == MEMORY else os.path.abspath(path)
         self.lease = lease
         self.clock = SystemClock()
         # Reentrant: `Outbox._batch` holds it around many enqueues, which take it too.
@@ -196,14 +199,16 @@ class SQLiteStore:
                 self.connection.execute(statement)
             self._set_identity()
             return
-        _create_owner_only(path)
+        _create_owner_only(self.path)
         try:
-            self.connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT)
+            self.connection = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
+            )
         except sqlite3.Error as exc:
             raise OSError(f"Cannot open the outbox {path}: {exc}") from None
         try:
             self._open(durability)
-            self._identity = _file_identity(path)
+            self._identity = _file_identity(self.path)
         except BaseException:
             self.connection.close()
             raise
@@ -223,10 +228,10 @@ class SQLiteStore:
                     self._set_identity()
             self.connection.execute("SELECT value FROM counters").fetchall()
         except sqlite3.OperationalError as exc:
-            raise OSError(f"Cannot open the outbox {self.path}: {exc}") from None
+            raise OSError(f"Cannot open the outbox {self.label}: {exc}") from None
         except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
             raise ValueError(
-                f"{self.path} is not a readable CutMeShort outbox ({exc}); it was left as it is. "
+                f"{self.label} is not a readable CutMeShort outbox ({exc}); it was left as it is. "
                 "Move it away to start a new outbox: the events in it may still be recoverable."
             ) from None
 
@@ -278,12 +283,12 @@ class SQLiteStore:
             return 0
         if application_id != APPLICATION_ID:
             raise ValueError(
-                f"{self.path} is an SQLite database but not a CutMeShort outbox; it was left as it is. "
+                f"{self.label} is an SQLite database but not a CutMeShort outbox; it was left as it is. "
                 "Give the Outbox a path of its own."
             )
         if version > SCHEMA_VERSION:
             raise ValueError(
-                f"{self.path} is an outbox written by a newer cms-python-client (schema version {version}; this "
+                f"{self.label} is an outbox written by a newer cms-python-client (schema version {version}; this "
                 f"one reads up to {SCHEMA_VERSION}). Upgrade cms-python-client to deliver its events."
             )
         return int(version)
@@ -320,7 +325,7 @@ class SQLiteStore:
         deleted, what is written to it is where the next `Outbox` on the path never looks."""
         if self._identity is not None and _file_identity(self.path) != self._identity:
             raise StorageError(
-                f"{self.path} no longer names the outbox's file (it was moved or deleted while open): nothing more "
+                f"{self.label} no longer names the outbox's file (it was moved or deleted while open): nothing more "
                 "is stored in it. Start a new Outbox on the path; events already in the moved file are delivered "
                 "by an Outbox opened on it."
             )
