@@ -45,3 +45,37 @@ def test_a_relative_outbox_path_names_the_same_file_after_a_chdir(
         assert not list(second.iterdir())
     finally:
         outbox.close(timeout=0)
+
+
+_DELETE_AND_KILL = """
+import json, os, signal, sys
+from cms_python import Outbox
+path, suffix = sys.argv[1:]
+outbox = Outbox(path, "hostile-token-1234", "http://127.0.0.1:9", rate_limit=None)
+assert outbox.track_lead(click_id="c", event_name="e", customer_external_id="before")["success"]
+os.unlink(path + suffix)
+result = outbox.track_lead(click_id="c", event_name="e", customer_external_id="after", idempotency_key="after")
+print(json.dumps(result["success"]), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@posix_only
+@pytest.mark.parametrize("suffix", ["-wal", "-shm"])
+def test_an_outbox_whose_wal_or_shm_file_was_deleted_acknowledges_nothing(tmp_path: Path, suffix: str) -> None:
+    # SQLite keeps writing to a -wal it has open after it was deleted: what it acknowledges then is gone with the
+    # process (kill -9, a crash; a checkpoint may not come first). Without its -shm, the next process on the file
+    # builds another index of the same log (SQLite then loses commits whatever this process does).
+    path = tmp_path / "outbox.sqlite3"
+    process = subprocess.run(
+        [sys.executable, "-c", _DELETE_AND_KILL, str(path), suffix], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    acknowledged = process.stdout.split() == ["true"]
+    with Outbox(path, TOKEN, "http://127.0.0.1:9", flush_on_exit=0) as later:
+        found = later._store.connection.execute("SELECT count(*) FROM events WHERE idempotency_key = 'after'")
+        stored = found.fetchone()[0] == 1
+        later.close(timeout=0)
+    assert not acknowledged or stored, "acknowledged after its -wal/-shm was deleted, and lost with the process"
+    assert not acknowledged, f"acknowledged after its {suffix} file was deleted"
+
