@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cms_python import CMSClient, Outbox
+from cms_python import CMSClient, Outbox, import_events
 from cms_python.testing import Sandbox
 
 from .children import started
@@ -79,3 +79,47 @@ def test_an_outbox_whose_wal_or_shm_file_was_deleted_acknowledges_nothing(tmp_pa
     assert not acknowledged or stored, "acknowledged after its -wal/-shm was deleted, and lost with the process"
     assert not acknowledged, f"acknowledged after its {suffix} file was deleted"
 
+
+
+CSV = "click_id,event_name,customer_external_id\nc,e,u1\n,e,\n"  # line 3 is invalid
+
+
+def test_errors_file_is_not_the_file_standard_input_comes_from(tmp_path: Path) -> None:
+    # `cms import - ... < orders.csv --errors orders.csv`: the input was copied from standard input, so the check
+    # against the input's path looked at the copy; the user's file became "line,type,error".
+    orders = tmp_path / "orders.csv"
+    orders.write_text(CSV)
+    with orders.open() as stdin:
+        process = subprocess.run(
+            [sys.executable, "-m", "cms_python", "import", "-", "--format", "csv", "--kind", "lead", "--dry-run"]
+            + ["--errors", str(orders)],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+    assert orders.read_text() == CSV
+    assert process.returncode == 2, process.stdout
+    assert "is the input file" in process.stderr
+
+
+def test_errors_file_is_not_the_log_of_an_outbox_opened_through_a_symlink(tmp_path: Path) -> None:
+    # SQLite keeps the -wal and -shm of a database opened through a symbolic link beside the link's target: the
+    # check protected `link-wal` (nothing) and let the errors file replace the live log (the event was gone).
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "outbox.sqlite3"
+    link.symlink_to(tmp_path / "real" / "outbox.sqlite3")
+    orders = tmp_path / "orders.csv"
+    orders.write_text(CSV)
+    with Outbox(link, TOKEN, "http://127.0.0.1:9", rate_limit=None, flush_on_exit=0) as outbox:
+        assert outbox.track_lead(**LEAD, idempotency_key="acknowledged")["success"]
+        for suffix in ("-wal", "-shm"):
+            log = tmp_path / "real" / f"outbox.sqlite3{suffix}"
+            assert log.exists()
+            with pytest.raises(ValueError, match="is the outbox"):
+                import_events(orders, outbox, kind="lead", dry_run=True, errors=log)
+        outbox.close(timeout=0)
+    with Outbox(link, TOKEN, "http://127.0.0.1:9", flush_on_exit=0) as later:
+        assert later.stats()["pending"] == 1
+        later.close(timeout=0)
