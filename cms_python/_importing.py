@@ -509,7 +509,9 @@ def _refuse_to_overwrite(
     if outbox is not None:
         path = os.fspath(outbox if isinstance(outbox, str | os.PathLike) else outbox._label)
         if not _NOT_A_FILE.match(path):
-            protected += [("the outbox", path + suffix) for suffix in _OUTBOX_FILES]
+            # SQLite keeps the -wal and -shm of a database opened through a symbolic link beside its target.
+            real = os.path.realpath(path)
+            protected += [("the outbox", name + suffix) for name in (path, real) for suffix in _OUTBOX_FILES]
     for what, path in protected:
         if _same_file(errors, path):
             raise ValueError(
