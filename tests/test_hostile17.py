@@ -123,3 +123,17 @@ def test_errors_file_is_not_the_log_of_an_outbox_opened_through_a_symlink(tmp_pa
     with Outbox(link, TOKEN, "http://127.0.0.1:9", flush_on_exit=0) as later:
         assert later.stats()["pending"] == 1
         later.close(timeout=0)
+
+
+def test_an_amount_of_thousands_of_digits_is_an_invalid_row_not_a_crash(tmp_path: Path) -> None:
+    # int() refuses more than 4,300 digits (sys.get_int_max_str_digits) with a ValueError, which escaped
+    # import_events: `cms import: Exceeds the limit (4300 digits) ...`, exit 2, no line, nothing checked after it.
+    orders = tmp_path / "orders.csv"
+    header = "click_id,event_name,customer_external_id,invoice_id,amount,currency\n"
+    orders.write_text(header + f"c,e,u,i1,{'9' * 5000},USD\nc,e,u,i2,100,USD\n")
+    summary = import_events(orders, kind="sale", dry_run=True)
+    assert (summary.checked, summary.invalid) == (2, 1)
+    (problem,) = summary.problems
+    assert problem.line == 2
+    assert problem.error.startswith("amount: must be a whole number of cents")
+    assert len(problem.error) < 200
