@@ -69,6 +69,7 @@ _FIELD_SETS = {kind: frozenset(FIELDS[kind]) for kind in KINDS}
 _REQUIRED_SETS = {kind: frozenset(REQUIRED[kind]) for kind in KINDS}
 _BUILD: dict[Kind, Callable[..., TrackRequest[Any] | TrackError]] = {"lead": build_lead, "sale": build_sale}
 _DIGITS = frozenset("0123456789")
+_MOST_DIGITS = 1000
 
 
 @dataclass(frozen=True)
@@ -401,7 +402,8 @@ class _Run:
         if text and "amount" in values:
             amount = values["amount"]
             digits = amount.removeprefix("-")
-            if digits and _DIGITS.issuperset(digits):
+            # Past 4,300 digits int() refuses to convert (sys.get_int_max_str_digits): no amount is that long.
+            if digits and len(digits) <= _MOST_DIGITS and _DIGITS.issuperset(digits):
                 values["amount"] = int(amount)
             else:
                 problems["amount"] = f"must be a whole number of cents (4999 for 49.99), got {quoted(amount)}"
