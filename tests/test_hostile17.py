@@ -3,6 +3,8 @@ code as it was merged, with real files, processes and signals where the finding 
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import signal
 import subprocess
@@ -18,7 +20,7 @@ from cms_python.testing import Sandbox
 
 from .children import started
 from .conftest import LEAD, TOKEN, key_of
-from .servers import LoopbackServer
+from .servers import LoopbackServer, Reply
 
 ROOT = Path(__file__).resolve().parents[1]
 posix_only = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs POSIX processes and signals")
@@ -137,3 +139,32 @@ def test_an_amount_of_thousands_of_digits_is_an_invalid_row_not_a_crash(tmp_path
     assert problem.line == 2
     assert problem.error.startswith("amount: must be a whole number of cents")
     assert len(problem.error) < 200
+
+
+FORGED = "bad\nCRITICAL cms_python: FORGED \x1b[31m\u202e"
+
+
+def test_an_exception_from_on_failure_does_not_forge_log_lines(tmp_path: Path, server: LoopbackServer) -> None:
+    # The escaping filter escaped the message, but the traceback that logging writes after it carries the
+    # exception's text raw: an on_failure that raises with the server's words (here its error type) forged lines.
+    server.default = Reply(422, {"success": False, "error": FORGED, "type": FORGED})
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("cms_python")
+    logger.addHandler(handler)
+
+    def on_failure(event: object, result: dict[str, object]) -> None:
+        raise RuntimeError(f"could not report {result['type']}")
+
+    try:
+        with Outbox(tmp_path / "outbox.sqlite3", TOKEN, server.url, rate_limit=None, on_failure=on_failure) as outbox:
+            outbox.track_lead(**LEAD)
+            assert outbox.flush(timeout=10)
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "on_failure raised" in text
+    assert "could not report bad" in text  # the traceback is still there
+    forged = [line for line in text.splitlines() if line.startswith("CRITICAL") or not line.isprintable()]
+    assert not forged, forged
