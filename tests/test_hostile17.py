@@ -168,3 +168,30 @@ def test_an_exception_from_on_failure_does_not_forge_log_lines(tmp_path: Path, s
     assert "could not report bad" in text  # the traceback is still there
     forged = [line for line in text.splitlines() if line.startswith("CRITICAL") or not line.isprintable()]
     assert not forged, forged
+
+
+@posix_only
+@pytest.mark.parametrize("signals", [[signal.SIGINT], [signal.SIGTERM], [signal.SIGINT, signal.SIGINT]])
+def test_cms_import_reading_standard_input_stops_on_a_signal_as_a_background_job(
+    tmp_path: Path, signals: list[signal.Signals]
+) -> None:
+    # `psql ... | cms import - ... &`: standard input is copied before the rows are read, and the signal handlers
+    # came after the copy: SIGINT, ignored in a background job, did not stop it while the copy waited for input.
+    argv = [sys.executable, "-m", "cms_python", "import", "-", "--format", "csv", "--kind", "lead", "--dry-run"]
+    options = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "cwd": ROOT}
+    with started(argv, background=True, env={**os.environ, "TMPDIR": str(tmp_path)}, **options) as process:
+        assert process.stdin is not None
+        process.stdin.write("click_id,event_name,customer_external_id\n")
+        process.stdin.flush()
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob("cms-import-*/stdin")):  # copying standard input
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        for number in signals:
+            process.send_signal(number)
+            time.sleep(0.2)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"cms import - went on reading standard input after {signals}")
+        assert process.returncode in (130, -signal.SIGTERM)
