@@ -8,7 +8,9 @@ import logging
 import os
 import signal
 import subprocess
+import sqlite3
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from cms_python import CMSClient, Outbox, import_events
+from cms_python._outbox import sqlite as sqlite_store
 from cms_python.testing import Sandbox
 
-from .children import started
+from .children import started, wait_until
 from .conftest import LEAD, TOKEN, key_of
 from .servers import LoopbackServer, Reply
 
@@ -195,3 +198,44 @@ def test_cms_import_reading_standard_input_stops_on_a_signal_as_a_background_job
         except subprocess.TimeoutExpired:
             pytest.fail(f"cms import - went on reading standard input after {signals}")
         assert process.returncode in (130, -signal.SIGTERM)
+
+
+class _WaitsToBeWoken:
+    """The wall clock, but a wait (the backoff after a storage failure) lasts until the thread is woken."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def wait(self, wake: threading.Event, seconds: float) -> None:
+        wake.wait()
+        wake.clear()
+
+
+def test_a_delivery_the_store_failed_to_record_is_not_released_to_another_process(
+    tmp_path: Path, server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The API accepted the event, but recording it failed (another connection held the file's write lock longer
+    # than the busy timeout): its claim stays this process's until it is recorded. close(timeout=0) then ended
+    # the thread, which released every claim of the process, that one too: the next process sent it again.
+    monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT", 0.2)
+    path = tmp_path / "outbox.sqlite3"
+    server.default = Reply(delay=0.5)
+    outbox = Outbox(path, TOKEN, server.url, rate_limit=None)
+    outbox._settings.clock = _WaitsToBeWoken()
+    try:
+        assert outbox.track_lead(**LEAD, idempotency_key="once")["success"]
+        wait_until(lambda: len(server.requests) == 1)  # on the wire: the answer takes 0.5 s
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            wait_until(lambda: outbox._delivery is not None and bool(outbox._delivery._unrecorded))
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+    finally:
+        outbox.close(timeout=0)
+    server.default = Reply()
+    with Outbox(path, TOKEN, server.url, rate_limit=None) as later:
+        assert later.flush(timeout=10)
+        later.close(timeout=0)
+    assert [key_of(request) for request in server.requests] == ["once"]
