@@ -273,6 +273,8 @@ def _sandbox(args: argparse.Namespace) -> int:
             write(f"  export {HOST_VARIABLE}={shlex.quote(url)} {TOKEN_VARIABLE}={token}")
             stop.wait()
             write("\nStopped.")
+    except KeyboardInterrupt:  # a second signal: at once, but what was recorded is still worth showing
+        write("\nStopped.")
     except OSError as exc:
         print(f"cms sandbox: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -16,9 +16,9 @@ from typing import Any, Protocol, TextIO
 from ._base import HOST_VARIABLE, TOKEN_VARIABLE
 from ._client import CMSClient
 from ._import_rows import FORMATS, KINDS, MalformedInputError, format_of
-from ._importing import KEPT_PROBLEMS, OUTBOX_SUFFIX, ImportSummary, RowProblem, import_events
+from ._importing import KEPT_PROBLEMS, OUTBOX_SUFFIX, ImportSummary, RowProblem, _refuse_to_overwrite, import_events
 from ._printable import printable, quoted
-from ._signals import stop_on_signals
+from ._signals import interrupt_on_signals, stop_on_signals
 
 #: Seconds between two progress lines when standard output is not a terminal.
 LINE_INTERVAL = 5.0
@@ -107,6 +107,8 @@ def _import(args: argparse.Namespace) -> int:
     name = "standard input" if stdin else args.file
     display = _display(sys.stdout, name, None if args.dry_run else rate_limit, sending=not args.dry_run)
     try:
+        if stdin and args.errors is not None:  # the input is a copy: the file it was copied from is the input
+            _refuse_to_overwrite(args.errors, "/dev/stdin", None)
         with _spooled(args.file) as path, stop_on_signals() as stop:
             summary = import_events(
                 path,
@@ -160,7 +162,8 @@ def _spooled(file: str) -> Iterator[str]:
         return
     with tempfile.TemporaryDirectory(prefix="cms-import-") as folder:
         path = os.path.join(folder, "stdin")
-        with open(path, "wb") as copy:
+        # Nothing is queued yet, and the input may never come: a signal stops the copy at once.
+        with interrupt_on_signals(), open(path, "wb") as copy:
             shutil.copyfileobj(sys.stdin.buffer, copy)
         yield path
 

@@ -69,6 +69,7 @@ _FIELD_SETS = {kind: frozenset(FIELDS[kind]) for kind in KINDS}
 _REQUIRED_SETS = {kind: frozenset(REQUIRED[kind]) for kind in KINDS}
 _BUILD: dict[Kind, Callable[..., TrackRequest[Any] | TrackError]] = {"lead": build_lead, "sale": build_sale}
 _DIGITS = frozenset("0123456789")
+_MOST_DIGITS = 1000
 
 
 @dataclass(frozen=True)
@@ -401,7 +402,8 @@ class _Run:
         if text and "amount" in values:
             amount = values["amount"]
             digits = amount.removeprefix("-")
-            if digits and _DIGITS.issuperset(digits):
+            # Past 4,300 digits int() refuses to convert (sys.get_int_max_str_digits): no amount is that long.
+            if digits and len(digits) <= _MOST_DIGITS and _DIGITS.issuperset(digits):
                 values["amount"] = int(amount)
             else:
                 problems["amount"] = f"must be a whole number of cents (4999 for 49.99), got {quoted(amount)}"
@@ -509,7 +511,9 @@ def _refuse_to_overwrite(
     if outbox is not None:
         path = os.fspath(outbox if isinstance(outbox, str | os.PathLike) else outbox._label)
         if not _NOT_A_FILE.match(path):
-            protected += [("the outbox", path + suffix) for suffix in _OUTBOX_FILES]
+            # SQLite keeps the -wal and -shm of a database opened through a symbolic link beside its target.
+            real = os.path.realpath(path)
+            protected += [("the outbox", name + suffix) for name in (path, real) for suffix in _OUTBOX_FILES]
     for what, path in protected:
         if _same_file(errors, path):
             raise ValueError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import reprlib
+import traceback
 from collections.abc import Callable
 
 #: How many characters of a long string a message quotes.
@@ -53,9 +54,12 @@ def _python_escape(character: str) -> str:
 
 
 class _Escaping(logging.Filter):
-    """Escapes a record's whole message with `printable`, whatever its arguments hold."""
+    """Escapes a record's whole message with `printable`, whatever its arguments hold, and the text of the
+    exceptions in its traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and record.exc_text is None:
+            record.exc_text = _escaped_traceback(record.exc_info[1])  # what handlers write after the message
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a record that cannot be formatted is logging's to report, not ours
@@ -63,6 +67,22 @@ class _Escaping(logging.Filter):
         if not message.isprintable():
             record.msg, record.args = printable(message), None
         return True
+
+
+def _escaped_traceback(error: BaseException) -> str:
+    """`error`'s traceback as `logging` writes it, but with the text of each exception in it (and of those it was
+    raised from or while handling) escaped with `printable`: an exception quoting a server's words, or a caller's
+    `on_failure` raising with them, cannot start a line of its own."""
+    texts: set[str] = set()
+    chained, seen = [error], set()
+    while chained:
+        current = chained.pop()
+        if id(current) not in seen:
+            seen.add(id(current))
+            texts.update(traceback.format_exception_only(current))
+            chained += [linked for linked in (current.__cause__, current.__context__) if linked is not None]
+    lines = traceback.TracebackException.from_exception(error).format()
+    return "".join(printable(line[:-1]) + "\n" if line in texts else line for line in lines).removesuffix("\n")
 
 
 _ESCAPING = _Escaping()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -31,12 +31,33 @@ def stop_on_signals() -> Iterator[threading.Event]:
         # event's lock, and would wait for itself. Another thread takes the lock once the main thread lets it go.
         threading.Thread(target=stop.set, name="cms-stop").start()
 
-    if threading.current_thread() is not threading.main_thread():
+    with _handled_by(handle):
         yield stop
+
+
+@contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """While inside, SIGINT or SIGTERM raises KeyboardInterrupt at once, however the command was started: for a
+    step with nothing to finish cleanly, which may wait for ever (standard input that never comes)."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    with _handled_by(handle):
+        yield
+
+
+@contextmanager
+def _handled_by(handle: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM handled by `handle` while inside, whatever their handlers were (a background job
+    starts with SIGINT ignored); the previous handlers after. Outside the main thread, where Python installs no
+    handler, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
     previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield stop
+        yield
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)

@@ -144,9 +144,11 @@ class Delivery:
         if not self._thread.is_alive():
             return True
         # Every outcome is recorded as it comes: what this owner still claims was not sent, but the event on the
-        # wire. If this fails, they lapse with their lease, or at once when this process is gone.
-        with contextlib.suppress(StorageError):
-            self._store.release_owner(self._owner, keep=self.in_flight)
+        # wire, and those delivered that the store failed to record (the thread records them, then releases the
+        # rest). If this fails, they lapse with their lease, or at once when this process is gone.
+        if not self._unrecorded:
+            with contextlib.suppress(StorageError):
+                self._store.release_owner(self._owner, keep=self.in_flight)
         return False
 
     # -- the thread ---------------------------------------------------------------------------------------------
@@ -162,8 +164,12 @@ class Delivery:
                     logger.exception("CutMeShort outbox %s: unexpected error in delivery; retrying", self._store.label)
                     self._settings.clock.wait(self._wake, MAX_BACKOFF / 10)
         finally:
-            # If this fails, the claims lapse with their lease, or at once when this process is gone.
+            # Delivered events are recorded before any claim is let go: released, they would be sent again. If this
+            # fails, the claims lapse with their lease, or at once when this process is gone.
             with contextlib.suppress(StorageError):
+                if self._unrecorded:
+                    self._store.delivered(self._unrecorded, self._settings.clock.now())
+                    self._unrecorded = []
                 self._store.release_owner(self._owner)
             self._on_exit()
 

@@ -176,7 +176,10 @@ class SQLiteStore:
     """
 
     def __init__(self, path: str, durability: Literal["process", "power"] = "process", *, lease: float = LEASE) -> None:
-        self.path = self.label = path
+        self.label = path
+        # Absolute: SQLite resolves the path once, at connect; the checks and the connections opened later (the
+        # delivery thread's, a forked child's) must name the same file after the process changes directory.
+        self.path = path if path == MEMORY else os.path.abspath(path)
         self.lease = lease
         self.clock = SystemClock()
         # Reentrant: `Outbox._batch` holds it around many enqueues, which take it too.
@@ -189,21 +192,28 @@ class SQLiteStore:
         self._last_checkpoint = time.monotonic()
         self._last_forget = -FORGET_EVERY
         self._durability = durability
-        self._identity: tuple[int, int] | None = None
+        #: The files SQLite keeps the outbox in (the log and its index beside the database, past symbolic links)
+        #: and their device and inode when opened; none for ":memory:".
+        self._files: tuple[str, ...] = ()
+        self._identity: list[tuple[int, int] | None] = []
         if path == MEMORY:
             self.connection = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
             for statement in _statements(_MIGRATIONS[0]):
                 self.connection.execute(statement)
             self._set_identity()
             return
-        _create_owner_only(path)
+        _create_owner_only(self.path)
         try:
-            self.connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT)
+            self.connection = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
+            )
         except sqlite3.Error as exc:
             raise OSError(f"Cannot open the outbox {path}: {exc}") from None
         try:
             self._open(durability)
-            self._identity = _file_identity(path)
+            real = os.path.realpath(self.path)
+            self._files = (self.path, real + "-wal", real + "-shm")
+            self._identity = [_file_identity(file) for file in self._files]
         except BaseException:
             self.connection.close()
             raise
@@ -223,10 +233,10 @@ class SQLiteStore:
                     self._set_identity()
             self.connection.execute("SELECT value FROM counters").fetchall()
         except sqlite3.OperationalError as exc:
-            raise OSError(f"Cannot open the outbox {self.path}: {exc}") from None
+            raise OSError(f"Cannot open the outbox {self.label}: {exc}") from None
         except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
             raise ValueError(
-                f"{self.path} is not a readable CutMeShort outbox ({exc}); it was left as it is. "
+                f"{self.label} is not a readable CutMeShort outbox ({exc}); it was left as it is. "
                 "Move it away to start a new outbox: the events in it may still be recoverable."
             ) from None
 
@@ -278,12 +288,12 @@ class SQLiteStore:
             return 0
         if application_id != APPLICATION_ID:
             raise ValueError(
-                f"{self.path} is an SQLite database but not a CutMeShort outbox; it was left as it is. "
+                f"{self.label} is an SQLite database but not a CutMeShort outbox; it was left as it is. "
                 "Give the Outbox a path of its own."
             )
         if version > SCHEMA_VERSION:
             raise ValueError(
-                f"{self.path} is an outbox written by a newer cms-python-client (schema version {version}; this "
+                f"{self.label} is an outbox written by a newer cms-python-client (schema version {version}; this "
                 f"one reads up to {SCHEMA_VERSION}). Upgrade cms-python-client to deliver its events."
             )
         return int(version)
@@ -316,13 +326,15 @@ class SQLiteStore:
             self.check_in_place()
 
     def check_in_place(self) -> None:
-        """`StorageError` unless the path still names the file this store has open: once the file is moved or
-        deleted, what is written to it is where the next `Outbox` on the path never looks."""
-        if self._identity is not None and _file_identity(self.path) != self._identity:
+        """`StorageError` unless the path still names the file this store has open, and its -wal and -shm are
+        still the ones SQLite has open: once the file is moved or deleted, what is written to it is where the next
+        `Outbox` on the path never looks; a deleted -wal takes what it holds with this process (kill -9), and
+        without its -shm the next process on the path builds another index of the log, blind to this one's."""
+        if [_file_identity(file) for file in self._files] != self._identity:
             raise StorageError(
-                f"{self.path} no longer names the outbox's file (it was moved or deleted while open): nothing more "
-                "is stored in it. Start a new Outbox on the path; events already in the moved file are delivered "
-                "by an Outbox opened on it."
+                f"{self.label} no longer names the outbox's file (it, or its -wal or -shm, was moved or deleted "
+                "while open): nothing more is stored in it. Start a new Outbox on the path; events already in the "
+                "moved file are delivered by an Outbox opened on it."
             )
 
     # -- enqueue ------------------------------------------------------------------------------------------------
@@ -336,6 +348,7 @@ class SQLiteStore:
         """
         values = (*_row(event), now, max_pending)
         with self.lock:
+            self.check_in_place()  # before the write too: a file moved between two enqueues gets nothing more
             cursor = self.connection.execute(_ENQUEUE, values)
             found = (str(cursor.lastrowid), False) if cursor.rowcount == 1 else self._not_inserted(event, values)
             # After the write: a file moved at any moment before it returned may hold the event.
