@@ -26,7 +26,7 @@ import pytest
 import cms_python._importing
 from cms_python import Outbox, import_events
 from cms_python._cli import main
-from cms_python._import_command import _problem
+from cms_python._cli.progress import problem_line
 from cms_python._importing import RowProblem
 from cms_python.testing import Sandbox
 
@@ -213,7 +213,7 @@ def test_rows_the_api_refuses_exit_1_and_go_to_the_errors_file_with_their_line(s
 
 def test_a_problem_line_escapes_what_a_terminal_could_act_on():
     problem = RowProblem(2, "bad\u202etype", "\x9b31m red \u2028 line \x1b[2J clear \x07 bell")
-    assert _problem(problem) == "  line 2: bad\\u202etype: \\x9b31m red \\u2028 line \\x1b[2J clear \\x07 bell"
+    assert problem_line(problem) == "  line 2: bad\\u202etype: \\x9b31m red \\u2028 line \\x1b[2J clear \\x07 bell"
 
 
 def test_every_valid_row_delivered_exits_0(served, tmp_path, capsys):

@@ -17,7 +17,7 @@ import pytest
 
 from cms_python import CMSClient
 from cms_python._cli import main
-from cms_python._signals import stop_on_signals
+from cms_python._cli.signals import stop_on_signals
 from cms_python.testing import SANDBOX_HOST, Sandbox
 from cms_python.testing._summary import summary
 

@@ -8,12 +8,12 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
-from ._base import HOST_VARIABLE, TOKEN_VARIABLE
-from ._output import strict_json, write
-from ._signals import stop_on_signals
+from .._base import HOST_VARIABLE, TOKEN_VARIABLE
+from .arguments import add_command, add_connection_options, client_from, rate
+from .output import strict_json, write
+from .signals import stop_on_signals
 
 #: The outbox when no TARGET is given.
 PATH_VARIABLE = "CMS_OUTBOX_PATH"  # the name of the web integrations' setting
@@ -39,12 +39,9 @@ Exit status: 0 done, 1 not done (no such file, delivery paused by a 401/403), 2 
 """
 
 
-def add_command(
-    commands: Any,
-    command: Callable[[Any, str, str, str, Callable[[argparse.Namespace], int]], argparse.ArgumentParser],
-) -> None:
-    """Register `cms outbox` with the `cms` parser (`command` is `_cli._command`)."""
-    parser = command(commands, "outbox", SUMMARY, EPILOG, run)
+def register(commands: Any) -> None:
+    """Add `cms outbox`."""
+    parser = add_command(commands, "outbox", SUMMARY, EPILOG, run)
     parser.usage = "cms outbox [deliver | migrate] [TARGET] [options]"
     parser.add_argument("target", nargs="*", metavar="[deliver | migrate] TARGET", help=argparse.SUPPRESS)
     actions = parser.add_mutually_exclusive_group()
@@ -53,24 +50,23 @@ def add_command(
     actions.add_argument("--purge-failed", action="store_true", help="delete the failed events")
     parser.add_argument("--yes", action="store_true", help="--purge-failed without asking")
     parser.add_argument("--until-empty", action="store_true", help="deliver: stop once nothing is pending")
-    parser.add_argument("--token", help=f"deliver: API token (default: ${TOKEN_VARIABLE})")
-    parser.add_argument("--host", help=f"deliver: API base URL (default: ${HOST_VARIABLE}, else https://api.cme.sh)")
+    add_connection_options(parser, what="deliver: ")
     parser.add_argument(
-        "--rate-limit", type=float, default=60.0, metavar="N", help="deliver: requests per minute, 0: no pacing (60)"
+        "--rate-limit", type=rate, default=60.0, metavar="N", help="deliver: requests per minute, 0: no pacing (60)"
     )
     parser.add_argument("--sql", action="store_true", help="migrate: print the SQL instead of running it")
 
 
 def run(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
-    from ._outbox.targets import is_database_url, label  # noqa: PLC0415 - the outbox only for this command
+    from .._outbox.targets import is_database_url, label  # noqa: PLC0415 - the outbox only for this command
 
     target: list[str] = list(args.target)
     action = target.pop(0) if target and target[0] in ("deliver", "migrate") else None
     if len(target) > 1:
         parser.error(f"one TARGET at most, got {len(target)}")
     if action == "migrate" and args.sql and not target:
-        from ._outbox.postgres_sql import schema_sql  # noqa: PLC0415
+        from .._outbox.postgres_sql import schema_sql  # noqa: PLC0415
 
         write(schema_sql())
         return 0
@@ -102,13 +98,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace, path: str) -> int:
-    from ._outbox.outbox import open_store  # noqa: PLC0415
-    from ._outbox.store import LEASE  # noqa: PLC0415 - the outbox only for this command
+    from .._outbox.outbox import open_store  # noqa: PLC0415
+    from .._outbox.store import LEASE  # noqa: PLC0415 - the outbox only for this command
 
     store = open_store(path, durability=None, lease=LEASE, scope=None)
     try:
         if args.failed:
-            from ._outbox.delivery import failed_event  # noqa: PLC0415
+            from .._outbox.delivery import failed_event  # noqa: PLC0415
 
             for stored in store.failed_events():
                 event = failed_event(stored, json.loads(stored.result or "null"))
@@ -137,8 +133,8 @@ def _inspect(args: argparse.Namespace, path: str) -> int:
 
 
 def _migrate(url: str, shown: str) -> int:
-    from ._outbox.outbox import open_store  # noqa: PLC0415
-    from ._outbox.store import LEASE  # noqa: PLC0415 - the outbox only for this command
+    from .._outbox.outbox import open_store  # noqa: PLC0415
+    from .._outbox.store import LEASE  # noqa: PLC0415 - the outbox only for this command
 
     open_store(url, durability=None, lease=LEASE, scope=None).close()  # creates the tables if they are missing
     print(f"The outbox's tables are in place in {shown}")
@@ -146,14 +142,11 @@ def _migrate(url: str, shown: str) -> int:
 
 
 def _deliver(args: argparse.Namespace, path: str) -> int:
-    from ._outbox import Outbox  # noqa: PLC0415 - sqlite3 and a thread only for this command
+    from .._outbox import Outbox  # noqa: PLC0415 - sqlite3 and a thread only for this command
 
-    token = args.token or os.environ.get(TOKEN_VARIABLE)
-    if not token:
-        args.parser.error(f"no API token: pass --token or set {TOKEN_VARIABLE}")
     # Before the outbox starts delivering: from its first request on, a signal stops it.
-    with stop_on_signals() as stop:
-        outbox = Outbox(path, token, args.host, rate_limit=args.rate_limit or None, flush_on_exit=0)
+    with client_from(args) as client, stop_on_signals() as stop:
+        outbox = Outbox(path, client=client, rate_limit=args.rate_limit or None, flush_on_exit=0)
         progress = _Progress(outbox.stats()["delivered"]) if sys.stderr.isatty() else None
         status = 0
         try:

@@ -9,7 +9,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from ._printable import escaped
+from .._printable import escaped
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
