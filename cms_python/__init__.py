@@ -17,7 +17,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._async_client import AsyncCMSClient
-    from ._importing import ImportSummary, MalformedInputError, RowProblem, import_events
+    from ._backfill import ImportSummary, MalformedInputError, RowProblem, import_events
     from ._outbox import FailedEvent, Outbox, StorageError, Within
 
 __all__ = [
@@ -53,9 +53,9 @@ def __getattr__(name: str) -> Any:
 
         value = getattr(_outbox, name)
     elif name in ("ImportSummary", "MalformedInputError", "RowProblem", "import_events"):
-        from . import _importing  # noqa: PLC0415
+        from . import _backfill  # noqa: PLC0415
 
-        value = getattr(_importing, name)
+        value = getattr(_backfill, name)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value

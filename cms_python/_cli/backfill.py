@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .._backfill import ImportSummary, MalformedInputError, import_events
+from .._backfill.errors import refuse_to_overwrite
+from .._backfill.rows import FORMATS, KINDS, format_of
+from .._backfill.run import KEPT_PROBLEMS, OUTBOX_SUFFIX
 from .._base import HOST_VARIABLE, TOKEN_VARIABLE
-from .._import_rows import FORMATS, KINDS, MalformedInputError, format_of
-from .._importing import KEPT_PROBLEMS, OUTBOX_SUFFIX, ImportSummary, _refuse_to_overwrite, import_events
 from .arguments import add_command, add_connection_options, client_from, rate
 from .progress import display, duration
 from .signals import interrupt_on_signals, stop_on_signals
@@ -87,7 +89,7 @@ def _import(args: argparse.Namespace) -> int:
     shown = display(sys.stdout, name, None if args.dry_run else rate_limit, sending=not args.dry_run)
     try:
         if stdin and args.errors is not None:  # the input is a copy: the file it was copied from is the input
-            _refuse_to_overwrite(args.errors, "/dev/stdin", None)
+            refuse_to_overwrite(args.errors, "/dev/stdin", None)
         with _spooled(args.file) as path, stop_on_signals() as stop:
             summary = import_events(
                 path,

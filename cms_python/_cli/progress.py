@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from typing import Any, Protocol, TextIO
 
-from .._importing import ImportSummary, RowProblem
+from .._backfill import ImportSummary, RowProblem
 from .._printable import printable
 
 #: Seconds between two progress lines when standard output is not a terminal.

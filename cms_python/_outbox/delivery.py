@@ -14,7 +14,7 @@ import json
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -46,6 +46,8 @@ STORAGE_RETRY = 30.0
 #: How often to look for claims of processes that died.
 DEAD_OWNER_CHECK = 1.0
 _OPERATIONS: dict[str, Operation[Any]] = {"lead": LEAD, "sale": SALE}
+#: What a listener is told: an event of this process's claims left `pending`.
+Outcome = Literal["delivered", "failed"]
 _PAUSING_STATUSES = (401, 403)
 
 
@@ -86,6 +88,8 @@ class Settings:
     on_failure: Callable[[FailedEvent, TrackError], object] | None
     #: The store's (tests give a fake one).
     clock: Clock
+    #: Told of each outcome this process records (`Outbox._listen`).
+    listeners: list[Callable[[Outcome], object]] = field(default_factory=list)
 
 
 class Delivery:
@@ -239,10 +243,16 @@ class Delivery:
 
     def _record_delivered(self, event: StoredEvent) -> float:
         try:
-            return self._store.delivered([event], self._settings.clock.now())
+            hold = self._store.delivered([event], self._settings.clock.now())
         except StorageError:
             self._unrecorded.append(event)  # its claim stays this process's until it is recorded
             raise
+        self._tell("delivered")
+        return hold
+
+    def _tell(self, outcome: Outcome) -> None:
+        for listener in list(self._settings.listeners):
+            listener(outcome)
 
     def _deliver_one(self, event: StoredEvent) -> float | None:
         """Send one claimed event and record its outcome: then the seconds every process must wait before sending
@@ -307,7 +317,9 @@ class Delivery:
             # would leave the outbox acknowledging events it no longer sends.
             except BaseException:
                 logger.exception("CutMeShort outbox %s: on_failure raised; delivery goes on", self._store.label)
-        return self._store.failed(event, dict(result), attempted=attempted, now=self._settings.clock.now())
+        hold = self._store.failed(event, dict(result), attempted=attempted, now=self._settings.clock.now())
+        self._tell("failed")
+        return hold
 
     def _storage_failed(self, exc: StorageError) -> None:
         if not self._storage_failures:

@@ -10,8 +10,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec
 
@@ -24,7 +23,7 @@ from .._printable import sdk_logger
 from .._requests import build_lead, build_sale
 from .._results import error
 from .._types import TrackError, TrackQueued
-from .delivery import POLL, RENEW_MARGIN, Delivery, FailedEvent, Settings, failed_event
+from .delivery import POLL, RENEW_MARGIN, Delivery, FailedEvent, Outcome, Settings, failed_event
 from .store import (
     LEASE,
     Full,
@@ -224,43 +223,58 @@ class Outbox:
             return request
         if self._forked:
             self._reopen_after_fork()
-        fields = request.body.to_dict()
-        body = canonical_json(fields)
-        kind = request.operation.kind
-        key = request.idempotency_key
-        # Without a timestamp argument, the time is fixed now: kept apart from the body, sent as the timestamp.
-        stamped_at = None if "timestamp" in fields else time.time()
-        event = NewEvent(kind, key, request.body.customer_external_id, body, content_hash(kind, body), stamped_at)
+        event = _new_event(request)
         try:
-            event_id, duplicate = (self._store if through is None else through).enqueue(
+            stored = (self._store if through is None else through).enqueue(
                 event, now=self._settings.clock.now(), max_pending=self._max_pending
             )
-        except Full:
-            logger.warning(
-                "CutMeShort outbox %s is full (max_pending=%d): an event was refused", self._label, self._max_pending
-            )
-            return error(
-                f"The outbox holds {self._max_pending} undelivered events (max_pending): the event was not stored",
-                kind="outbox_full",
-            )
-        except KeyReused as reused:
-            return error(
-                "This idempotency_key belongs to another event in the outbox, with different content",
-                kind="idempotency_key_reused",
-                details={"idempotency_key": "already used", "event_id": reused.event_id},
-            )
+        except (Full, KeyReused) as refusal:
+            return self._refused(refusal)
         except StorageError as exc:
             logger.warning("CutMeShort outbox %s: an event could not be stored: %s", self._label, exc)
             return error(f"The event could not be stored in {self._label}: {exc}", kind="storage_error")
-        if not duplicate:
+        if not stored[1]:
             self._delivering()
             if through is not None:  # it polls meanwhile: not every driver says when a transaction commits
                 through.on_commit(self._delivering)
-        return {
-            "success": True,
-            "message": "Event already queued" if duplicate else "Event queued",
-            "data": {"event_id": event_id, "idempotency_key": key, "duplicate": duplicate},
-        }
+        return _queued(event, stored)
+
+    def _enqueue_many(self, requests: Sequence[TrackRequest[Any]]) -> list[OutboxResult]:
+        """For `import_events`: the requests stored in one transaction, so one commit; their results in order.
+        `StorageError` when the transaction fails: then none of them is stored."""
+        self._check_usable()
+        events = [_new_event(request) for request in requests]
+        outcomes = self._store.enqueue_many(events, now=self._settings.clock.now(), max_pending=self._max_pending)
+        if any(not isinstance(outcome, Exception) and not outcome[1] for outcome in outcomes):
+            self._delivering()
+        return [
+            self._refused(outcome) if isinstance(outcome, Exception) else _queued(event, outcome)
+            for event, outcome in zip(events, outcomes, strict=True)
+        ]
+
+    def _refused(self, refusal: Full | KeyReused) -> TrackError:
+        if isinstance(refusal, KeyReused):
+            return error(
+                "This idempotency_key belongs to another event in the outbox, with different content",
+                kind="idempotency_key_reused",
+                details={"idempotency_key": "already used", "event_id": refusal.event_id},
+            )
+        logger.warning(
+            "CutMeShort outbox %s is full (max_pending=%d): an event was refused", self._label, self._max_pending
+        )
+        return error(
+            f"The outbox holds {self._max_pending} undelivered events (max_pending): the event was not stored",
+            kind="outbox_full",
+        )
+
+    def _listen(self, listener: Callable[[Outcome], object]) -> Callable[[], None]:
+        """Call `listener("delivered")` or `listener("failed")` in the delivery thread as this process records an
+        outcome (for `import_events`' progress); returns what stops it."""
+        self._settings.listeners.append(listener)
+        return lambda: self._settings.listeners.remove(listener)
+
+    def _paused(self) -> bool:
+        return self._delivery is not None and self._delivery.paused
 
     def _delivering(self) -> Delivery:
         """The running delivery thread, started if need be, and woken if it waits for work."""
@@ -276,18 +290,6 @@ class Outbox:
         if delivery.idle:
             delivery.wake()
         return delivery
-
-    @contextmanager
-    def _batch(self) -> Iterator[None]:
-        """`track_*` calls in the block share one transaction, so one commit: for bulk work (`import_events`).
-
-        Their events are stored, and so acknowledged, only when the block ends without an exception (then a
-        failed commit, or a file moved meanwhile, raises `StorageError`); delivery waits for the block meanwhile:
-        keep it short.
-        """
-        self._check_usable()
-        with self._store.batch():
-            yield
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -431,6 +433,27 @@ class Outbox:
         self._set_up_process()
         if self._store.counts()["pending"]:
             self._delivering()
+
+
+def _new_event(request: TrackRequest[Any]) -> NewEvent:
+    """The event to store for `request`: its body in canonical JSON and that body's hash; without a timestamp
+    argument, the time is fixed now, kept apart from the body, and sent as the timestamp."""
+    fields = request.body.to_dict()
+    body = canonical_json(fields)
+    kind = request.operation.kind
+    stamped_at = None if "timestamp" in fields else time.time()
+    return NewEvent(
+        kind, request.idempotency_key, request.body.customer_external_id, body, content_hash(kind, body), stamped_at
+    )
+
+
+def _queued(event: NewEvent, stored: tuple[str, bool]) -> TrackQueued:
+    event_id, duplicate = stored
+    return {
+        "success": True,
+        "message": "Event already queued" if duplicate else "Event queued",
+        "data": {"event_id": event_id, "idempotency_key": event.key, "duplicate": duplicate},
+    }
 
 
 def open_store(

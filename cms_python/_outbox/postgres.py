@@ -32,7 +32,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
@@ -205,10 +205,21 @@ class PostgresStore:
             "now": now,
         }
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        with self._front.transaction():
-            yield
+    def enqueue_many(
+        self, events: Sequence[NewEvent], *, now: float, max_pending: int
+    ) -> list[tuple[str, bool] | Full | KeyReused]:
+        def enqueue_all(connection: psycopg.Connection[TupleRow]) -> list[tuple[str, bool] | Full | KeyReused]:
+            own = _Own(connection)
+            outcomes: list[tuple[str, bool] | Full | KeyReused] = []
+            with connection.transaction():
+                for event in events:
+                    try:
+                        outcomes.append(self._insert(own, self._enqueued(event, now=now), max_pending))
+                    except (Full, KeyReused) as refusal:
+                        outcomes.append(refusal)
+            return outcomes
+
+        return self._front.run(enqueue_all)
 
     # -- delivery -----------------------------------------------------------------------------------------------
 

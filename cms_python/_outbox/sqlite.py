@@ -28,7 +28,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 from .._canonical import canonical_json, content_hash
@@ -182,7 +182,7 @@ class SQLiteStore:
         self.path = path if path == MEMORY else os.path.abspath(path)
         self.lease = lease
         self.clock = SystemClock()
-        # Reentrant: `Outbox._batch` holds it around many enqueues, which take it too.
+        # Reentrant: `enqueue_many` holds it around many enqueues, which take it too.
         self.lock = threading.RLock()
         #: Held while using the delivery thread's connection: like `lock`, taken by the fork handler, so that no
         #: thread is inside SQLite then.
@@ -312,18 +312,28 @@ class SQLiteStore:
             "Give it a postgresql:// URL."
         )
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """`with store.batch():` the enqueues in the block share one transaction, so one commit. `StorageError`
-        when the commit fails or the file was moved meanwhile: then nothing of the block is stored where the next
-        `Outbox` on the path looks."""
+    @_storage
+    def enqueue_many(
+        self, events: Sequence[NewEvent], *, now: float, max_pending: int
+    ) -> list[tuple[str, bool] | Full | KeyReused]:
+        """`Store.enqueue_many`: `StorageError` also when the file was moved meanwhile (nothing of it is then
+        where the next `Outbox` on the path looks)."""
+        outcomes: list[tuple[str, bool] | Full | KeyReused] = []
         with self.lock:
-            try:
-                with self.transaction():
-                    yield
-            except sqlite3.Error as exc:
-                raise StorageError(str(exc)) from exc
             self.check_in_place()
+            with self.transaction():
+                for event in events:
+                    values = (*_row(event), now, max_pending)
+                    cursor = self.connection.execute(_ENQUEUE, values)
+                    if cursor.rowcount == 1:
+                        outcomes.append((str(cursor.lastrowid), False))
+                        continue
+                    try:
+                        outcomes.append(self._not_inserted(event, values))
+                    except (Full, KeyReused) as refusal:
+                        outcomes.append(refusal)
+            self.check_in_place()
+        return outcomes
 
     def check_in_place(self) -> None:
         """`StorageError` unless the path still names the file this store has open, and its -wal and -shm are
@@ -623,7 +633,7 @@ class SQLiteStore:
 
 
 class _Transaction:
-    """A write transaction; inside one already open (`Outbox._batch`), a savepoint in it."""
+    """A write transaction; inside one already open (`enqueue_many`), a savepoint in it."""
 
     __slots__ = ("_nested", "_store")
 

@@ -15,8 +15,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -151,9 +150,11 @@ class Store(Protocol):
         """Enqueues written through the app's own `connection`, in its transactions. `TypeError` for a connection
         the store cannot write through; `ValueError` when the store cannot join an app's transaction."""
 
-    def batch(self) -> AbstractContextManager[None]:
-        """`with store.batch():` the enqueues in the block share one transaction (one commit): none is stored,
-        and so acknowledged, unless the block ends without an exception."""
+    def enqueue_many(
+        self, events: Sequence[NewEvent], *, now: float, max_pending: int
+    ) -> list[tuple[str, bool] | Full | KeyReused]:
+        """Store `events` in one transaction (one commit; none is stored if it fails): for each, what `enqueue`
+        returns, or the refusal it raises."""
 
     def claim(self, owner: str, now: float, limit: int, interval: float | None) -> Claim:
         """Hold up to `limit` sendable events for `owner` for `lease` seconds, unless sending must wait.

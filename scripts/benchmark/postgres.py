@@ -144,10 +144,9 @@ class Postgres(Scenario):
         url = self._server.new_url()
         store = PostgresStore(url, scope=token_scope(TOKEN))
         try:
-            with store.batch():
-                for number in range(self._backlog):
-                    now = store.clock.now()
-                    store.enqueue(stored_lead(f"user_{number}", now), now=now, max_pending=10**9)
+            now = store.clock.now()
+            backlog = [stored_lead(f"user_{number}", now) for number in range(self._backlog)]
+            store.enqueue_many(backlog, now=now, max_pending=10**9)
         finally:
             store.close()
         with psycopg.connect(url, autocommit=True) as connection:

@@ -23,11 +23,13 @@ from types import SimpleNamespace
 
 import pytest
 
-import cms_python._importing
+import cms_python._backfill.run
 from cms_python import Outbox, import_events
+from cms_python._backfill import RowProblem
 from cms_python._cli import main
 from cms_python._cli.progress import problem_line
-from cms_python._importing import RowProblem
+from cms_python._outbox import StorageError
+from cms_python._requests import build_lead
 from cms_python.testing import Sandbox
 
 from ..support import ROOT
@@ -94,7 +96,7 @@ def test_ten_thousand_rows_reach_the_sandbox_once_each_and_a_second_run_sends_no
 
 
 def test_stopped_while_queueing_then_run_again_queues_the_rest_once(tmp_path, monkeypatch):
-    monkeypatch.setattr(cms_python._importing, "PROGRESS_INTERVAL", 0.0)  # a progress call after every batch
+    monkeypatch.setattr(cms_python._backfill.run, "PROGRESS_INTERVAL", 0.0)  # a progress call after every batch
     sandbox = Sandbox()
     path = write_orders(tmp_path / "orders.csv", 2_000)
     stop = threading.Event()
@@ -149,23 +151,25 @@ def test_rows_as_mappings_into_an_outbox_of_your_own(tmp_path):
         ]
 
 
-def test_an_outbox_batch_stores_its_events_when_it_ends_and_none_if_it_raises(tmp_path):
+def test_an_outbox_batch_stores_all_its_events_or_none(tmp_path):
     lead = {"event_name": "signup", "customer_external_id": "u1", "click_id": "c1", "idempotency_key": "k1"}
     with Sandbox().client() as client, Outbox(tmp_path / "queue", client=client, flush_on_exit=0) as outbox:
-
-        def fail_halfway() -> None:
-            with outbox._batch():
-                assert outbox.track_lead(**lead)["success"]
-                raise RuntimeError
-
-        with pytest.raises(RuntimeError):
-            fail_halfway()
+        connection = outbox._store.connection
+        pages = connection.execute("PRAGMA page_count").fetchone()[0]
+        connection.execute(f"PRAGMA max_page_count = {pages + 2}")  # the disk fills up halfway through the batch
+        large = [
+            build_lead(**{**lead, "idempotency_key": f"k{number}", "customer_name": "\U0001f600" * 255})
+            for number in range(50)
+        ]
+        with pytest.raises(StorageError):
+            outbox._enqueue_many(large)
         assert outbox.stats()["pending"] == 0
+        connection.execute("PRAGMA max_page_count = 1000000")
 
-        with outbox._batch():  # a duplicate and a reused key inside a batch: answered as outside one
-            queued = outbox.track_lead(**lead)
-            again = outbox.track_lead(**lead)
-            reused = outbox.track_lead(**{**lead, "customer_external_id": "u2"})
+        # A duplicate and a reused key inside a batch: answered as outside one.
+        queued, again, reused = outbox._enqueue_many(
+            [build_lead(**lead), build_lead(**lead), build_lead(**{**lead, "customer_external_id": "u2"})]
+        )
         assert (queued["success"], again["data"]["duplicate"]) == (True, True)
         assert reused["type"] == "idempotency_key_reused"
         stats = outbox.stats()
@@ -377,3 +381,34 @@ def test_the_readme_example_runs_as_written_against_the_sandbox(tmp_path):
     assert "3 rows: 3 queued, 0 already queued" in run.stdout
     assert "3 rows: 0 queued, 3 already queued" in run.stdout
     assert (len(sandbox.leads), len(sandbox.sales)) == (1, 2)
+
+
+@pytest.mark.parametrize("mode", ["send", "strict", "dry_run"])
+def test_the_input_is_read_twice_at_most_and_the_outbox_is_not_polled(tmp_path, monkeypatch, mode):
+    # Rows that fail when delivered too: their lines go to the errors file without reading the input again.
+    path = tmp_path / "rows.csv"
+    lines = ["event_name,customer_external_id,click_id"] + [f"signup,u{number},c{number}" for number in range(600)]
+    lines.append("signup,no-click,")  # refused by the API (no click id, no association)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    reads, stats = [], []
+    real_rows = cms_python._backfill.run._Input.rows
+    monkeypatch.setattr(cms_python._backfill.run._Input, "rows", lambda self: reads.append(1) or real_rows(self))
+    monkeypatch.setattr(cms_python._backfill.run, "PROGRESS_INTERVAL", 0.0)  # a progress call at every step
+    sandbox = Sandbox()
+    with sandbox.client() as client, Outbox(tmp_path / "queue", client=client, rate_limit=None) as outbox:
+        real_stats = outbox.stats
+        monkeypatch.setattr(outbox, "stats", lambda: stats.append(1) or real_stats())
+        summary = import_events(
+            path,
+            outbox,
+            kind="lead",
+            errors=tmp_path / "errors.csv",
+            strict=mode == "strict",
+            dry_run=mode == "dry_run",
+        )
+    assert len(reads) <= 2
+    assert len(stats) <= 2  # at the start and at the end, whatever the progress calls
+    if mode != "dry_run":
+        assert (summary.delivered, summary.failed) == (600, 1)
+        errors = (tmp_path / "errors.csv").read_text(encoding="utf-8").splitlines()
+        assert [row.split(",")[:2] for row in errors[1:]] == [["602", "missing_click_id"]]

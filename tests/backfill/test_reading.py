@@ -18,11 +18,11 @@ from types import SimpleNamespace
 
 import pytest
 
-import cms_python._importing
+import cms_python._backfill.run
 from cms_python import MalformedInputError, Outbox, import_events
+from cms_python._backfill.rows import read_file
+from cms_python._backfill.values import row_key
 from cms_python._cli import main
-from cms_python._import_rows import read_file
-from cms_python._importing import row_key
 from cms_python.testing import Sandbox
 
 HEADER = "kind,event_name,customer_external_id,click_id,invoice_id,amount,currency,timestamp\n"
@@ -453,7 +453,7 @@ def test_a_run_that_raises_halfway_leaves_the_previous_errors_file(tmp_path):
 
 
 def test_ctrl_c_twice_while_checking_leaves_the_previous_errors_file_or_none(tmp_path, monkeypatch):
-    monkeypatch.setattr(cms_python._importing, "PROGRESS_INTERVAL", 0.0)  # a progress call after every row
+    monkeypatch.setattr(cms_python._backfill.run, "PROGRESS_INTERVAL", 0.0)  # a progress call after every row
     path = write(tmp_path, "orders.csv", HEADER + "lead,signup,user,c,,,,yesterday\n" * 3_000)
 
     def interrupt_while_checking(summary):
@@ -476,9 +476,9 @@ def test_ctrl_c_twice_while_checking_leaves_the_previous_errors_file_or_none(tmp
 # A child that imports with --errors and, once 1,000 invalid rows were written, says so and waits to be killed.
 KILLED_WHILE_CHECKING = """
 import sys, time
-import cms_python._importing
+import cms_python._backfill.run
 from cms_python import import_events
-cms_python._importing.PROGRESS_INTERVAL = 0.0  # a progress call after every row
+cms_python._backfill.run.PROGRESS_INTERVAL = 0.0  # a progress call after every row
 def wait_to_be_killed(summary):
     if summary.state == "checking" and summary.invalid >= 1_000:
         print("checking", flush=True)

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Literal, TypeAlias
 
-from ._printable import quoted
-from ._requests import build_lead, build_sale
+from .._printable import quoted
+from .._requests import build_lead, build_sale
 
 Kind: TypeAlias = Literal["lead", "sale"]
 Format: TypeAlias = Literal["csv", "jsonl"]
