@@ -1,6 +1,6 @@
 """`cms import` and `import_events` through a real `Outbox` to the sandbox: every row recorded once, across Ctrl-C
 and kill -9 and a second run; the bar on a terminal, plain lines in a pipe; failed rows, exit statuses, the
-README example."""
+example of docs/backfilling.md."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from ..support.processes import started
 from ..support.sandbox import ServedSandbox, served_sandbox
 from ..support.waits import wait_until
 
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+BACKFILLING_PAGE = (ROOT / "docs" / "backfilling.md").read_text(encoding="utf-8")
 HEADER = ["kind", "event_name", "customer_external_id", "click_id", "invoice_id", "amount", "currency", "timestamp"]
 
 
@@ -367,8 +367,8 @@ def test_a_pipe_gets_a_plain_line_per_step(served, tmp_path):
     assert steps[-1] == "done"
 
 
-def test_the_readme_example_runs_as_written_against_the_sandbox(tmp_path):
-    (block,) = re.findall(r"## Backfilling past events\n.*?```bash\n(.*?)```", README, flags=re.DOTALL)
+def test_the_docs_example_runs_as_written_against_the_sandbox(tmp_path):
+    (block,) = re.findall(r"# Backfilling past events\n.*?```bash\n(.*?)```", BACKFILLING_PAGE, flags=re.DOTALL)
     sandbox = Sandbox()
     with sandbox.serve() as url:
         script = block.replace("http://127.0.0.1:8787", url)

@@ -99,10 +99,14 @@ def test_sync_retry_sleeps_hold_no_slot(server):
     assert_the_extra_call_went_before_any_retry(server)
 
 
-def test_the_readme_states_the_bound():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_docs_state_the_bound():
+    # Getting started (the client), Async (a gather) and Reliability (how long a call can take).
+    pages = [
+        (ROOT / "docs" / page).read_text(encoding="utf-8")
+        for page in ("getting-started.md", "async.md", "reliability.md")
+    ]
     stated = re.findall(
-        r"at most (\d+)\s+requests in flight|(\d+) at a\s+time are in flight|client's (\d+) in-flight", readme
+        r"at most (\d+)\s+requests in flight|(\d+) at a\s+time are in flight|client's (\d+) in-flight", "".join(pages)
     )
     assert len(stated) == 3
     assert {int(number) for match in stated for number in match if number} == {MAX_IN_FLIGHT}

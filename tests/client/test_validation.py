@@ -14,7 +14,7 @@ from cms_python import AsyncCMSClient, CMSClient
 from ..conftest import LEAD, SALE
 from ..support import ROOT
 
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+LEADS_PAGE = (ROOT / "docs" / "leads.md").read_text(encoding="utf-8")
 
 BASE = {"track_lead": LEAD, "track_sale": SALE}
 BOTH = ["track_lead", "track_sale"]
@@ -125,9 +125,9 @@ def test_deferred_mode_needs_a_click_id(client, server):
     assert "leave mode out on follow-up events of a deferred flow" in result["details"]["mode"]
 
 
-def test_the_readme_shows_the_deferred_follow_up_message(client, server):
+def test_the_docs_show_the_deferred_follow_up_message(client, server):
     result = client.track_lead(event_name="kyc_completed", customer_external_id="user_42", mode="deferred")
-    shown = re.search(r'result\["details"\]\["mode"\]\n# \'(.*?)\'\n```', README, re.DOTALL)
+    shown = re.search(r'result\["details"\]\["mode"\]\n# \'(.*?)\'\n```', LEADS_PAGE, re.DOTALL)
     assert shown is not None
     assert result["details"]["mode"] == shown[1].replace("\n#  ", " ")
 
