@@ -57,6 +57,8 @@ BUSY_TIMEOUT = 10.0
 #: WAL pages past which a commit checkpoints by itself: only when no delivery thread has done it (each does, every
 #: second), as a checkpoint costs an fsync.
 AUTOCHECKPOINT_PAGES = 10_000
+#: Events chained to their customers' per transaction (`_promote`).
+PROMOTE_BATCH = 5000
 #: How often the delivery thread checkpoints the WAL, and forgets old deliveries.
 CHECKPOINT_EVERY = 1.0
 FORGET_EVERY = 3600.0
@@ -102,31 +104,15 @@ CREATE TRIGGER count_delivered AFTER INSERT ON delivered BEGIN
 END;
 """
 # Version 2: each event's content hash, stored at enqueue (filled in for version 1's events by `_fill_fingerprints`);
-# each customer's head (the oldest pending event); the length of the last hold.
+# each customer's pending events as a chain (`heads`: its first, which may be sent, and its last; `next_seq`), built
+# by the delivery thread (`_promote`) rather than at each enqueue, which then writes the row and its key only; the
+# length of the last hold; how far the chains were built.
 _V2 = """
 ALTER TABLE events ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';
-CREATE TABLE heads (seq INTEGER PRIMARY KEY, customer TEXT NOT NULL UNIQUE);
-INSERT INTO heads SELECT min(seq), customer FROM events WHERE state = 'pending' GROUP BY customer;
-INSERT INTO counters VALUES ('hold_length', 0.0);
-CREATE TRIGGER head_of_a_new_event AFTER INSERT ON events BEGIN
-    INSERT OR IGNORE INTO heads VALUES (NEW.seq, NEW.customer);
-END;
-CREATE TRIGGER head_deleted AFTER DELETE ON events WHEN OLD.state = 'pending' BEGIN
-    DELETE FROM heads WHERE seq = OLD.seq;
-    INSERT OR IGNORE INTO heads
-    SELECT seq, customer FROM events WHERE customer = OLD.customer AND state = 'pending' ORDER BY seq LIMIT 1;
-END;
-CREATE TRIGGER head_failed AFTER UPDATE OF state ON events WHEN OLD.state = 'pending' AND NEW.state != 'pending'
-BEGIN
-    DELETE FROM heads WHERE seq = OLD.seq;
-    INSERT OR IGNORE INTO heads
-    SELECT seq, customer FROM events WHERE customer = OLD.customer AND state = 'pending' ORDER BY seq LIMIT 1;
-END;
-CREATE TRIGGER head_retried AFTER UPDATE OF state ON events WHEN OLD.state != 'pending' AND NEW.state = 'pending'
-BEGIN
-    DELETE FROM heads WHERE customer = NEW.customer AND seq > NEW.seq;
-    INSERT OR IGNORE INTO heads VALUES (NEW.seq, NEW.customer);
-END;
+ALTER TABLE events ADD COLUMN next_seq INTEGER;
+DROP INDEX pending_by_customer;
+CREATE TABLE heads (customer TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, tail INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO counters VALUES ('hold_length', 0.0), ('promoted_through', 0);
 """
 _MIGRATIONS = {0: _EVENTS + _V2, 1: _V2}
 # The highest seq ever given; pending events: every event ever queued less those that left `pending`.
@@ -230,6 +216,7 @@ class SQLiteStore:
                     for statement in _statements(_MIGRATIONS[version]):
                         self.connection.execute(statement)
                     self._fill_fingerprints()
+                    self._promote()
                     self._set_identity()
             self.connection.execute("SELECT value FROM counters").fetchall()
         except sqlite3.OperationalError as exc:
@@ -388,8 +375,17 @@ class SQLiteStore:
 
     @_storage
     def claim(self, owner: str, now: float, limit: int, interval: float | None) -> Claim:
-        """`Store.claim`: a read on the delivery thread's connection finds the events, a short write transaction
-        takes them."""
+        """`Store.claim`: the events queued since the last claim are chained to their customers' first (in a write
+        transaction, only if there are any); a read on the delivery thread's connection finds the events to send,
+        a short write transaction takes them."""
+        with self.lock:
+            unchained = self.connection.execute(
+                "SELECT coalesce((SELECT max(seq) FROM events), 0) > "
+                "(SELECT value FROM counters WHERE name = 'promoted_through')"
+            ).fetchone()[0]
+            if unchained:
+                with self.transaction():
+                    self._promote()
         with self.reader_lock, self.lock if self.path == MEMORY else contextlib.nullcontext():
             # Looking is a read, on the delivery thread's connection, so that enqueues go on meanwhile.
             reader = self._reading()
@@ -479,23 +475,66 @@ class SQLiteStore:
         with self.lock, self.transaction():
             connection = self.connection
             for event in events:
-                deleted = connection.execute("DELETE FROM events WHERE seq = ? AND state = 'pending'", (event.seq,))
-                if deleted.rowcount:
+                if self._unchain(event.seq):
+                    connection.execute("DELETE FROM events WHERE seq = ?", (event.seq,))
                     connection.execute(
                         "INSERT OR IGNORE INTO delivered VALUES (?, ?, ?, ?)",
                         (event.idempotency_key, event.seq, event.fingerprint, now),
                     )
             return self._hold_at(now)
 
+    def _unchain(self, seq: int) -> bool:
+        """In a transaction, before the pending event `seq` (its customer's head: only heads are claimed) leaves
+        `pending`: the next one of its customer becomes the head. False if it is no longer pending."""
+        row = self.connection.execute(
+            "SELECT customer, next_seq FROM events WHERE seq = ? AND state = 'pending'", (seq,)
+        ).fetchone()
+        if row is None:
+            return False
+        customer, following = row
+        if following is None:
+            self.connection.execute("DELETE FROM heads WHERE customer = ? AND seq = ?", (customer, seq))
+        else:
+            self.connection.execute(
+                "UPDATE heads SET seq = ? WHERE customer = ? AND seq = ?", (following, customer, seq)
+            )
+        return True
+
+    def _promote(self) -> None:
+        """In a transaction: the events queued since the last time, each chained behind its customer's last pending
+        one (or its customer's head), a batch at a time. A `seq` is given inside the write transaction, so events
+        commit in `seq` order, and those past `promoted_through` are exactly the ones not chained yet."""
+        connection = self.connection
+        (through,) = connection.execute("SELECT value FROM counters WHERE name = 'promoted_through'").fetchone()
+        rows = connection.execute(
+            "SELECT seq, customer FROM events WHERE seq > ? AND state = 'pending' ORDER BY seq LIMIT ?",
+            (through, PROMOTE_BATCH),
+        ).fetchall()
+        for seq, customer in rows:
+            self._chain(seq, customer)
+        if rows:
+            connection.execute("UPDATE counters SET value = ? WHERE name = 'promoted_through'", (rows[-1][0],))
+
+    def _chain(self, seq: int, customer: str) -> None:
+        """In a transaction: the pending event `seq` at the end of its customer's chain."""
+        connection = self.connection
+        found = connection.execute("SELECT tail FROM heads WHERE customer = ?", (customer,)).fetchone()
+        if found is None:
+            connection.execute("INSERT INTO heads VALUES (?, ?, ?)", (customer, seq, seq))
+        else:
+            connection.execute("UPDATE events SET next_seq = ? WHERE seq = ?", (seq, found[0]))
+            connection.execute("UPDATE heads SET tail = ? WHERE customer = ?", (seq, customer))
+
     @_storage
     def failed(self, event: StoredEvent, result: dict[str, Any], *, attempted: bool, now: float) -> float:
         """Move a claimed event to failed with its last result."""
         with self.lock, self.transaction():
-            self.connection.execute(
-                "UPDATE events SET state = 'failed', result = ?, attempts = attempts + ?, "
-                "claim_owner = NULL, claim_expires = NULL WHERE seq = ? AND state = 'pending'",
-                (json.dumps(result), int(attempted), event.seq),
-            )
+            if self._unchain(event.seq):
+                self.connection.execute(
+                    "UPDATE events SET state = 'failed', result = ?, attempts = attempts + ?, "
+                    "claim_owner = NULL, claim_expires = NULL WHERE seq = ?",
+                    (json.dumps(result), int(attempted), event.seq),
+                )
             return self._hold_at(now)
 
     def _hold_at(self, now: float) -> float:
@@ -548,10 +587,13 @@ class SQLiteStore:
     def release_dead_owners(self, now: float) -> int:
         """Free the claims of processes of this host that died (kill -9, OOM) without waiting for their lease."""
         with self.lock:
+            # Claims are on heads only: the heads bound what is looked at.
             owners = [
                 owner
                 for (owner,) in self.connection.execute(
-                    "SELECT DISTINCT claim_owner FROM events WHERE state = 'pending' AND claim_expires > ?", (now,)
+                    "SELECT DISTINCT e.claim_owner FROM heads AS h CROSS JOIN events AS e ON e.seq = h.seq "
+                    "WHERE e.claim_expires > ?",
+                    (now,),
                 )
             ]
             dead = [owner for owner in owners if is_dead(owner)]
@@ -595,7 +637,9 @@ class SQLiteStore:
     def pending_through(self, seq: int) -> bool:
         """Whether any event up to `seq` is still pending."""
         with self.lock:
-            row = self.connection.execute("SELECT EXISTS (SELECT 1 FROM heads WHERE seq <= ?)", (seq,)).fetchone()
+            row = self.connection.execute(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE seq <= ? AND state = 'pending')", (seq,)
+            ).fetchone()
         return bool(row[0])
 
     @_storage
@@ -608,11 +652,20 @@ class SQLiteStore:
 
     @_storage
     def retry_failed(self) -> int:
-        """Move every failed event back to pending, to be sent as soon as possible."""
-        with self.lock:
-            return self.connection.execute(
-                "UPDATE events SET state = 'pending', attempts = 0, not_before = 0 WHERE state = 'failed'"
-            ).rowcount
+        """Move every failed event back to pending, to be sent as soon as possible: each after its customer's
+        pending events."""
+        with self.lock, self.transaction():
+            connection = self.connection
+            failed = connection.execute(
+                "SELECT seq, customer FROM events WHERE state = 'failed' ORDER BY seq"
+            ).fetchall()
+            connection.execute(
+                "UPDATE events SET state = 'pending', attempts = 0, not_before = 0, next_seq = NULL "
+                "WHERE state = 'failed'"
+            )
+            for seq, customer in failed:
+                self._chain(seq, customer)
+            return len(failed)
 
     @_storage
     def purge_failed(self) -> int:

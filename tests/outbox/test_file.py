@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import sqlite3
 import subprocess
 import sys
@@ -215,8 +216,9 @@ def test_a_claim_costs_the_same_whatever_the_backlog(tmp_path: Path, shape: str)
                 steps[0] += 1
                 return 0
 
-            store.claim("warm-up", 1.0, 32, None)  # opens the reading connection
-            store.release_owner("warm-up")
+            for _ in range(pending // sqlite.PROMOTE_BATCH + 1):  # chains the events (a batch each), opens the reader
+                store.claim("warm-up", 1.0, 32, None)
+                store.release_owner("warm-up")
             for connection in (store.connection, store._reading()):
                 connection.set_progress_handler(count, 10)
             claim = store.claim("owner", 2.0, 32, None)
@@ -249,3 +251,51 @@ def test_a_file_of_the_first_schema_is_brought_up_to_date_and_delivered_in_order
     assert sorted(delivered) == ["k1", "k2", "k3", "k4", "k5"]
     assert [key for key in delivered if key in ("k1", "k3", "k5")] == ["k1", "k3", "k5"]
     assert outbox._store.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_each_customer_s_chain_follows_every_change_in_order(tmp_path: Path, seed: int) -> None:
+    # Random enqueues, deliveries, failures, retries and purges: each customer's chain (its head, then next_seq)
+    # is always its pending events in the order they are to be sent, and only its head can be claimed.
+    chance = random.Random(seed)
+    store = SQLiteStore(str(tmp_path / "o.sqlite3"))
+    expected: dict[str, list[int]] = {}  # customer -> pending seqs, in order
+    failed: dict[int, str] = {}
+    try:
+        for number in range(300):
+            action = chance.choice(["enqueue"] * 4 + ["deliver", "fail", "retry", "purge"])
+            if action == "enqueue":
+                customer = f"c{chance.randrange(6)}"
+                event_id, _ = store.enqueue(new_event(f"k{number}", customer), now=1.0, max_pending=10**6)
+                expected.setdefault(customer, []).append(int(event_id))
+            elif action in ("deliver", "fail"):
+                claim = store.claim("me", 2.0, 1, None)
+                if claim.events:
+                    (event,) = claim.events
+                    customer = next(name for name, seqs in expected.items() if seqs and seqs[0] == event.seq)
+                    expected[customer].pop(0)
+                    if action == "deliver":
+                        store.delivered([event], 3.0)
+                    else:
+                        store.failed(event, {"type": "x"}, attempted=True, now=3.0)
+                        failed[event.seq] = customer
+            elif action == "retry":
+                assert store.retry_failed() == len(failed)
+                for seq in sorted(failed):
+                    expected[failed[seq]].append(seq)
+                failed.clear()
+            else:
+                assert store.purge_failed() == len(failed)
+                failed.clear()
+            store.claim("warm-up", 2.0, 10_000, None)  # chains what was just queued
+            store.release_owner("warm-up")
+            chains = {}
+            for customer, head in store.connection.execute("SELECT customer, seq FROM heads").fetchall():
+                chain, seq = [], head
+                while seq is not None:
+                    chain.append(seq)
+                    (seq,) = store.connection.execute("SELECT next_seq FROM events WHERE seq = ?", (seq,)).fetchone()
+                chains[customer] = chain
+            assert chains == {customer: seqs for customer, seqs in expected.items() if seqs}, (seed, number, action)
+    finally:
+        store.close()
