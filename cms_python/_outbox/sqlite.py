@@ -306,14 +306,19 @@ class SQLiteStore:
         """`Store.enqueue_many`: `StorageError` also when the file was moved meanwhile (nothing of it is then
         where the next `Outbox` on the path looks)."""
         outcomes: list[tuple[str, bool] | Full | KeyReused] = []
+        rows = [(*_row(event), now, max_pending) for event in events]
         with self.lock:
             self.check_in_place()
             with self.transaction():
-                for event in events:
-                    values = (*_row(event), now, max_pending)
-                    cursor = self.connection.execute(_ENQUEUE, values)
-                    if cursor.rowcount == 1:
-                        outcomes.append((str(cursor.lastrowid), False))
+                connection = self.connection
+                (last,) = connection.execute(f"SELECT {_LAST_SEQ}").fetchone()
+                # One statement run for every row, in SQLite's own loop; then which rows it stored, by key.
+                connection.executemany(_ENQUEUE, rows)
+                stored = dict(connection.execute("SELECT idempotency_key, seq FROM events WHERE seq > ?", (last,)))
+                for event, values in zip(events, rows, strict=True):
+                    seq = stored.pop(event.key, None)  # a key twice in the batch: its second is a duplicate
+                    if seq is not None:
+                        outcomes.append((str(seq), False))
                         continue
                     try:
                         outcomes.append(self._not_inserted(event, values))
@@ -345,7 +350,6 @@ class SQLiteStore:
         """
         values = (*_row(event), now, max_pending)
         with self.lock:
-            self.check_in_place()  # before the write too: a file moved between two enqueues gets nothing more
             cursor = self.connection.execute(_ENQUEUE, values)
             found = (str(cursor.lastrowid), False) if cursor.rowcount == 1 else self._not_inserted(event, values)
             # After the write: a file moved at any moment before it returned may hold the event.
