@@ -85,7 +85,7 @@ def test_an_outcome_recorded_while_another_process_promotes_strands_nothing(url:
     # next event and has not committed yet: A's statement does not see that event promoted and drops c's head; B's
     # insert of the head found A's head still there and did nothing. Unless one waits for the other, c's next event
     # is pending, promoted, and no head: never claimed, never sent.
-    scope = token_scope(TOKEN)
+    scope = token_scope(cms_sandbox.token or SANDBOX_TOKEN)  # the sandbox client's, which delivers below
     first = PostgresStore(url, scope=scope)
     try:
         first.enqueue("lead", "k1", "c", body("k1", "c"), stamped_at=None, now=first.clock.now(), max_pending=99)
