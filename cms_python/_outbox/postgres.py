@@ -12,9 +12,10 @@ Delivery then "promotes" committed events (`promoted`): each customer's oldest p
 (`heads`), the only one of its customer that may be sent, so that a customer's events go one at a time, in the
 order their transactions committed (overlapping transactions of one customer: in the order of their ids, which
 are handed out before commit, when both committed before the earlier's turn). A claim reads `heads` in `seq`
-order, under the scope's `pace` row lock (`FOR UPDATE`), which also serialises promotion and holds every
-process of the account to one pace and to a 429's Retry-After. Counts are kept per delivering process (`counts`)
-and summed, so that counting stays cheap at millions of rows without a row every transaction would update.
+order, under the scope's `pace` row lock (`FOR UPDATE`), which also serialises promotion and outcomes (each moves
+heads) and holds every process of the account to one pace and to a 429's Retry-After. Counts are kept per
+delivering process (`counts`) and summed, so that counting stays cheap at millions of rows without a row every
+transaction would update.
 
 Nothing needs a session held across transactions: no LISTEN (a process's own commits wake its delivery; others
 look every second), no session advisory lock, no prepared statement that must survive: it works through PgBouncer
@@ -243,7 +244,15 @@ class PostgresStore:
     def _settle(self, statement: str, events: list[StoredEvent], **parameters: Any) -> float:
         """Run an outcome's statement; the seconds until any process may send again."""
         values = {"scope": self._scoped(), "owner": self.owner, "seqs": [event.seq for event in events], **parameters}
-        row = self._back.run(lambda connection: connection.execute(statement, values).fetchone())
+
+        def settle(connection: psycopg.Connection[TupleRow]) -> tuple[Any, ...] | None:
+            # Under the pace lock, as promotion: the statement must see every promoted event of the customers whose
+            # head it moves, or a head it drops leaves their next event promoted and without a head, never sent.
+            with connection.transaction():
+                connection.execute(sql.LOCK_PACE, {"scope": values["scope"]})
+                return connection.execute(statement, values).fetchone()
+
+        row = self._back.run(settle)
         return float(row[0]) if row is not None and row[0] is not None else 0.0
 
     def retry_later(
@@ -322,7 +331,7 @@ class PostgresStore:
             return
         while True:
             with connection.transaction():
-                connection.execute("SELECT 1 FROM cms_outbox_pace WHERE scope = %s FOR UPDATE", (scope,))
+                connection.execute(sql.LOCK_PACE, {"scope": scope})
                 row = connection.execute(
                     sql.PROMOTE, {"scope": scope, "owner": self.owner, "limit": PROMOTE_BATCH}
                 ).fetchone()
@@ -339,7 +348,7 @@ class PostgresStore:
             if deleted < 5000:
                 break
         with connection.transaction():
-            connection.execute("SELECT 1 FROM cms_outbox_pace WHERE scope = %s FOR UPDATE", (scope,))
+            connection.execute(sql.LOCK_PACE, {"scope": scope})
             connection.execute(sql.FOLD_COUNTS, {"scope": scope, "owner": self.owner})
 
     # -- inspection and maintenance -----------------------------------------------------------------------------

@@ -105,6 +105,8 @@ WITH fresh AS (
 )
 SELECT count(*) FROM fresh
 """
+#: What serialises, per scope, the changes to `cms_outbox_heads` (promotion, claims, outcomes) and count folding.
+LOCK_PACE = "SELECT 1 FROM cms_outbox_pace WHERE scope = %(scope)s FOR UPDATE"
 PACE = """
 SELECT next_send_at, hold_length,
        EXISTS (SELECT 1 FROM cms_outbox_events WHERE scope = %(scope)s AND state = 'pending')
