@@ -136,7 +136,7 @@ class PostgresStore:
 
     def _set_up(self, connection: psycopg.Connection[TupleRow]) -> None:
         """Create the tables if they are missing (once, whoever else starts now); check their version."""
-        with connection.transaction():
+        with _transaction(connection):
             version = _version(connection)
             if version is None:
                 connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
@@ -196,7 +196,7 @@ class PostgresStore:
         scope = self._scoped()
 
         def claim(connection: psycopg.Connection[TupleRow]) -> Claim:
-            with connection.transaction():
+            with _transaction(connection):
                 row = connection.execute(sql.PACE, {"scope": scope}).fetchone()
                 if row is None:  # the pace row was deleted by hand
                     connection.execute("INSERT INTO cms_outbox_pace (scope) VALUES (%s)", (scope,))
@@ -248,7 +248,7 @@ class PostgresStore:
         def settle(connection: psycopg.Connection[TupleRow]) -> tuple[Any, ...] | None:
             # Under the pace lock, as promotion: the statement must see every promoted event of the customers whose
             # head it moves, or a head it drops leaves their next event promoted and without a head, never sent.
-            with connection.transaction():
+            with _transaction(connection):
                 connection.execute(sql.LOCK_PACE, {"scope": values["scope"]})
                 return connection.execute(statement, values).fetchone()
 
@@ -268,7 +268,7 @@ class PostgresStore:
         scope = self._scoped()
 
         def retry_later(connection: psycopg.Connection[TupleRow]) -> None:
-            with connection.transaction():
+            with _transaction(connection):
                 connection.execute(
                     "UPDATE cms_outbox_events SET attempts = attempts + 1, not_before = %s, result = %s, "
                     "claim_owner = NULL, claim_expires = NULL "
@@ -330,7 +330,7 @@ class PostgresStore:
         if not _exists(connection, "SELECT 1 FROM cms_outbox_events WHERE scope = %s AND NOT promoted", scope):
             return
         while True:
-            with connection.transaction():
+            with _transaction(connection):
                 connection.execute(sql.LOCK_PACE, {"scope": scope})
                 row = connection.execute(
                     sql.PROMOTE, {"scope": scope, "owner": self.owner, "limit": PROMOTE_BATCH}
@@ -347,7 +347,7 @@ class PostgresStore:
             ).rowcount
             if deleted < 5000:
                 break
-        with connection.transaction():
+        with _transaction(connection):
             connection.execute(sql.LOCK_PACE, {"scope": scope})
             connection.execute(sql.FOLD_COUNTS, {"scope": scope, "owner": self.owner})
 
@@ -411,7 +411,7 @@ class PostgresStore:
         where, parameters = self._where()
 
         def change(connection: psycopg.Connection[TupleRow]) -> int:
-            with connection.transaction():
+            with _transaction(connection):
                 scopes = [scope for (scope,) in connection.execute(statement.format(where=where), parameters)]
                 for scope in set(scopes):
                     connection.execute(
@@ -535,6 +535,17 @@ def _enqueue(connection: AppConnection, parameters: dict[str, Any]) -> tuple[str
     if stored_fingerprint != parameters["fingerprint"]:
         raise KeyReused(str(seq))
     return str(seq), True
+
+
+@contextlib.contextmanager
+def _transaction(connection: psycopg.Connection[TupleRow]) -> Iterator[None]:
+    """A transaction of the store's own, which may hold what every process of the fleet waits for (the scope's pace
+    row, the schema lock): should its process stop answering in it (stopped, frozen, cut off), the server ends it
+    after `sql.IDLE_IN_TRANSACTION` seconds, instead of keeping it as long as the session lasts (hours, for a peer that
+    vanished). Between its statements, the store's transactions wait for nothing but the database."""
+    with connection.transaction():
+        connection.execute(sql.LIMIT_IDLE_IN_TRANSACTION)
+        yield
 
 
 def _version(connection: psycopg.Connection[TupleRow]) -> int | None:

@@ -105,6 +105,10 @@ WITH fresh AS (
 )
 SELECT count(*) FROM fresh
 """
+#: The seconds the server keeps a transaction of the store's own open while its process says nothing (`SET LOCAL`:
+#: for that transaction only, which works through PgBouncer in transaction mode too).
+IDLE_IN_TRANSACTION = 10
+LIMIT_IDLE_IN_TRANSACTION = f"SET LOCAL idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}s'"
 #: What serialises, per scope, the changes to `cms_outbox_heads` (promotion, claims, outcomes) and count folding.
 LOCK_PACE = "SELECT 1 FROM cms_outbox_pace WHERE scope = %(scope)s FOR UPDATE"
 PACE = """
