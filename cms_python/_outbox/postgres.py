@@ -51,7 +51,7 @@ from .store import (
     is_dead,
     process_owner,
 )
-from .targets import label
+from .targets import label, mask, passwords
 
 if TYPE_CHECKING:
     from psycopg.rows import TupleRow
@@ -116,7 +116,7 @@ class PostgresStore:
         self.clock = DatabaseClock()
         self._url = url
         self._settings = _connection_settings(url)
-        self._scrub = _scrubber(self._settings)
+        self._scrub = _scrubber(url, self._settings)
         #: Direct enqueues and what `Outbox` reads; and the delivery thread's own.
         self._front = _Link(self._settings, self._scrub)
         self._back = _Link(self._settings, self._scrub)
@@ -573,18 +573,21 @@ def _connection_settings(url: str) -> dict[str, Any]:
     try:
         settings: dict[str, Any] = _conninfo.conninfo_to_dict(url)
     except psycopg.Error as exc:
-        raise ValueError(f"Not a PostgreSQL URL libpq can read: {label(url)} ({_scrubber({})(str(exc))})") from None
+        raise ValueError(
+            f"Not a PostgreSQL URL libpq can read: {label(url)} ({_scrubber(url, {})(str(exc))})"
+        ) from None
     return {**_CONNECTION_DEFAULTS, **settings}
 
 
-def _scrubber(settings: dict[str, Any]) -> Callable[[str], str]:
-    """What takes the password out of a driver's message (libpq echoes a connection string it cannot parse)."""
-    password = str(settings.get("password") or "")
+def _scrubber(url: str, settings: dict[str, Any]) -> Callable[[str], str]:
+    """What takes the password out of a driver's message (libpq quotes a connection string, or the part of it, it
+    cannot read): as libpq read it, as the URL writes it, and any URL's in the message."""
+    secrets = sorted(passwords(url) | {str(settings.get("password") or "")} - {""}, key=len, reverse=True)
 
     def scrub(message: str) -> str:
-        if password:
-            message = message.replace(password, "***")
-        return label(re.sub(r"\s+", " ", message))
+        for secret in secrets:
+            message = message.replace(secret, "***")
+        return mask(re.sub(r"\s+", " ", message))
 
     return scrub
 
