@@ -63,7 +63,8 @@ def add_command(
 
 def run(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
-    from ._outbox.targets import is_database_url, label  # noqa: PLC0415 - the outbox only for this command
+    from ._outbox.store import StorageError  # noqa: PLC0415 - the outbox only for this command
+    from ._outbox.targets import is_database_url, label  # noqa: PLC0415
 
     target: list[str] = list(args.target)
     action = target.pop(0) if target and target[0] in ("deliver", "migrate") else None
@@ -96,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
         if action == "migrate":
             return _migrate(path, label(path))
         return _deliver(args, path) if action == "deliver" else _inspect(args, path)
-    except (ValueError, OSError, ImportError) as exc:  # not an outbox, newer, corrupt, unreachable, no driver
+    # Not an outbox, newer, corrupt, unreachable, no driver; or refused while at work (a read-only user, a database
+    # gone): the message says which, without a password.
+    except (ValueError, OSError, ImportError, StorageError) as exc:
         print(f"cms outbox: {exc}", file=sys.stderr)
         return 1
 
