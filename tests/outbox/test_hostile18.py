@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,9 @@ from cms_python._outbox.store import token_scope
 from cms_python.testing import SANDBOX_TOKEN, Sandbox
 
 from ..conftest import TOKEN
+from ..servers import LoopbackServer
 from ..support.postgres import PostgresServer
+from .child import TOKEN as CHILD_TOKEN
 from .conftest import lead
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -375,3 +377,48 @@ def test_within_a_connection_to_another_outbox_s_tables_is_not_silent(
         result = outbox.within(connection).track_lead(**lead(event_name="lost"))
         connection.commit()
     assert not result["success"] or outbox.stats()["pending"] == 1
+
+
+def test_cms_outbox_deliver_outlives_a_database_restart(postgres: PostgresServer, url: str) -> None:
+    # The sidecar / cron deliverer: the database restarting under it (a failover, an upgrade) must not end it.
+    server = LoopbackServer()
+    deliverer = subprocess.Popen(
+        [sys.executable, "-m", "cms_python", "outbox", "deliver", url, "--host", server.url, "--rate-limit", "0"],
+        env={**os.environ, "CMS_BEARER_TOKEN": CHILD_TOKEN},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        enqueue_lead(url, "before")
+        wait_for(lambda: len(server.requests) == 1 or deliverer.poll() is not None)
+        postgres.stop()
+        try:
+            time.sleep(2)  # it looks meanwhile
+        finally:
+            postgres.start()
+        enqueue_lead(url, "after")
+        wait_for(lambda: len(server.requests) == 2 or deliverer.poll() is not None, timeout=60)
+        assert deliverer.poll() is None
+    finally:
+        deliverer.terminate()
+        _, errors = deliverer.communicate(timeout=60)
+        server.close()
+    assert [request.json["eventName"] for request in server.requests] == ["before", "after"], errors
+    assert PASSWORD not in errors
+
+
+def enqueue_lead(url: str, name: str) -> None:
+    """A lead committed as another process of the app would, under the CLI child's token."""
+    store = PostgresStore(url, scope=token_scope(CHILD_TOKEN))
+    try:
+        store.enqueue("lead", name, "c", body(name, "c"), stamped_at=None, now=time.time(), max_pending=99)
+    finally:
+        store.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
