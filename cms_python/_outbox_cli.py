@@ -149,7 +149,7 @@ def _migrate(url: str, shown: str) -> int:
 
 
 def _deliver(args: argparse.Namespace, path: str) -> int:
-    from ._outbox import Outbox  # noqa: PLC0415 - sqlite3 and a thread only for this command
+    from ._outbox import Outbox, StorageError  # noqa: PLC0415 - sqlite3 and a thread only for this command
 
     token = args.token or os.environ.get(TOKEN_VARIABLE)
     if not token:
@@ -162,7 +162,11 @@ def _deliver(args: argparse.Namespace, path: str) -> int:
         try:
             while not stop.is_set():
                 flushed = outbox.flush(timeout=_PROGRESS_EVERY)
-                stats = outbox.stats()
+                try:
+                    stats = outbox.stats()
+                except StorageError:  # a database restarting, a file moved: the delivery thread waits (and logs)
+                    stop.wait(_PROGRESS_EVERY)
+                    continue
                 if progress is not None:
                     progress.show(stats)
                 if stats["paused"]:
