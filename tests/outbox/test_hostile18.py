@@ -422,3 +422,27 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_a_claim_of_another_machine_with_the_same_host_name_is_not_taken_as_a_dead_process_s(
+    url: str, cms_sandbox: Sandbox
+) -> None:
+    # A claim's owner names its machine by host name and PID namespace. Two machines may share both: the same
+    # host name (an image's, a `--hostname` given to every replica) and, every Linux machine, the same inode for
+    # its first PID namespace (and the same ones for the containers it starts in the same order after boot). The
+    # PID of a process sending on the other machine is then looked up here, found missing, and its claims taken
+    # over at once: two live processes send the event.
+    scope = token_scope(cms_sandbox.token or SANDBOX_TOKEN)
+    store = PostgresStore(url, scope=scope)
+    try:
+        store.enqueue("lead", "k1", "c", body("k1", "c"), stamped_at=None, now=store.clock.now(), max_pending=99)
+        store.maintain(store.clock.now())
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+        elsewhere = f"{socket.gethostname()}:{namespace}|{2**22 + 17}|0123456789ab"  # a PID no process has here
+        assert store.claim(elsewhere, store.clock.now(), 10, None).events  # held for 60 s, sending over there
+    finally:
+        store.close()
+    with cms_sandbox.client() as client, Outbox(url, client=client, rate_limit=None) as here:
+        assert not here.flush(timeout=3)
+        here.close(timeout=0)
+    assert cms_sandbox.requests == []
