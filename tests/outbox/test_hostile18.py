@@ -4,6 +4,7 @@ a design decision (the reason says which); the others were fixed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -310,10 +311,15 @@ class FreezingProxy:
                 sink.sendall(data)
         except OSError:
             pass
+        finally:  # the other direction's thread ends too
+            source.close()
+            sink.close()
 
     def close(self) -> None:
         self._listener.close()
         for each in self._sockets:
+            with contextlib.suppress(OSError):
+                each.shutdown(socket.SHUT_RDWR)  # wakes the threads' recv; they close the sockets
             each.close()
 
 
