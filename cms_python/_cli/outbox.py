@@ -59,7 +59,8 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
-    from .._outbox.targets import is_database_url, label  # noqa: PLC0415 - the outbox only for this command
+    from .._outbox.store import StorageError  # noqa: PLC0415 - the outbox only for this command
+    from .._outbox.targets import is_database_url, label  # noqa: PLC0415
 
     target: list[str] = list(args.target)
     action = target.pop(0) if target and target[0] in ("deliver", "migrate") else None
@@ -92,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
         if action == "migrate":
             return _migrate(path, label(path))
         return _deliver(args, path) if action == "deliver" else _inspect(args, path)
-    except (ValueError, OSError, ImportError) as exc:  # not an outbox, newer, corrupt, unreachable, no driver
+    # Not an outbox, newer, corrupt, unreachable, no driver; or refused while at work (a read-only user, a database
+    # gone): the message says which, without a password.
+    except (ValueError, OSError, ImportError, StorageError) as exc:
         print(f"cms outbox: {exc}", file=sys.stderr)
         return 1
 
@@ -142,7 +145,7 @@ def _migrate(url: str, shown: str) -> int:
 
 
 def _deliver(args: argparse.Namespace, path: str) -> int:
-    from .._outbox import Outbox  # noqa: PLC0415 - sqlite3 and a thread only for this command
+    from .._outbox import Outbox, StorageError  # noqa: PLC0415 - sqlite3 and a thread only for this command
 
     # Before the outbox starts delivering: from its first request on, a signal stops it.
     with client_from(args) as client, stop_on_signals() as stop:
@@ -152,7 +155,11 @@ def _deliver(args: argparse.Namespace, path: str) -> int:
         try:
             while not stop.is_set():
                 flushed = outbox.flush(timeout=_PROGRESS_EVERY)
-                stats = outbox.stats()
+                try:
+                    stats = outbox.stats()
+                except StorageError:  # a database restarting, a file moved: the delivery thread waits (and logs)
+                    stop.wait(_PROGRESS_EVERY)
+                    continue
                 if progress is not None:
                     progress.show(stats)
                 if stats["paused"]:

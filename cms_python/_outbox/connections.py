@@ -69,11 +69,15 @@ class _Psycopg:
 
     def rows(self, statement: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
         try:
-            with self._connection.cursor() as cursor:
+            with self._cursor() as cursor:
                 cursor.execute(statement, parameters)
                 return list(cursor.fetchall())
         except self._error as exc:
             raise StorageError(str(exc).strip()) from None
+
+    def _cursor(self) -> Any:
+        """A cursor that gives tuples, whatever rows the app's connection gives by default (dicts, ...)."""
+        return self._connection.cursor(row_factory=_loaded("psycopg.rows").tuple_row)
 
     def on_commit(self, callback: Callable[[], object]) -> None:
         """psycopg has no commit hook: delivery finds the event within a second."""
@@ -88,6 +92,15 @@ class _Psycopg2(_Psycopg):
     def __init__(self, connection: Any) -> None:
         self._connection = connection
         self._error = _loaded("psycopg2").Error
+
+    def rows(self, statement: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
+        # The app's cursor factory may log, or give dicts (RealDictCursor: in column order) or lists.
+        return [
+            tuple(row.values()) if isinstance(row, dict) else tuple(row) for row in super().rows(statement, parameters)
+        ]
+
+    def _cursor(self) -> Any:
+        return self._connection.cursor()
 
 
 class _SQLAlchemyConnection:

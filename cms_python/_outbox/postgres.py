@@ -14,9 +14,10 @@ Delivery then "promotes" committed events (`promoted`): each customer's oldest p
 (`heads`), the only one of its customer that may be sent, so that a customer's events go one at a time, in the
 order their transactions committed (overlapping transactions of one customer: in the order of their ids, which
 are handed out before commit, when both committed before the earlier's turn). A claim reads `heads` in `seq`
-order, under the scope's `pace` row lock (`FOR UPDATE`), which also serialises promotion and holds every
-process of the account to one pace and to a 429's Retry-After. Counts are kept per delivering process (`counts`)
-and summed, so that counting stays cheap at millions of rows without a row every transaction would update.
+order, under the scope's `pace` row lock (`FOR UPDATE`), which also serialises promotion, makes outcomes (which
+move heads too, under `FOR SHARE`) wait for a promotion under way, and holds every process of the account to one
+pace and to a 429's Retry-After. Counts are kept per delivering process (`counts`) and summed, so that counting
+stays cheap at millions of rows without a row every transaction would update.
 
 Nothing needs a session held across transactions: no LISTEN (a process's own commits wake its delivery; others
 look every second), no session advisory lock, no prepared statement that must survive: it works through PgBouncer
@@ -52,7 +53,7 @@ from .store import (
     is_dead,
     process_owner,
 )
-from .targets import label
+from .targets import label, mask, passwords
 
 if TYPE_CHECKING:
     from psycopg.rows import TupleRow
@@ -119,7 +120,7 @@ class PostgresStore:
         self.clock = DatabaseClock()
         self._url = url
         self._settings = _connection_settings(url)
-        self._scrub = _scrubber(self._settings)
+        self._scrub = _scrubber(url, self._settings)
         #: Direct enqueues and what `Outbox` reads; and the delivery thread's own.
         self._front = _Link(self._settings, self._scrub)
         self._back = _Link(self._settings, self._scrub)
@@ -144,7 +145,7 @@ class PostgresStore:
 
     def _set_up(self, connection: psycopg.Connection[TupleRow]) -> None:
         """Create the tables if they are missing (once, whoever else starts now); check their version."""
-        with connection.transaction():
+        with _transaction(connection):
             version = _version(connection)
             if version is None:
                 connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
@@ -227,7 +228,7 @@ class PostgresStore:
         scope = self._scoped()
 
         def claim(connection: psycopg.Connection[TupleRow]) -> Claim:
-            with connection.transaction():
+            with _transaction(connection):
                 row = connection.execute(sql.PACE, {"scope": scope}).fetchone()
                 if row is None:  # the pace row was deleted by hand
                     connection.execute("INSERT INTO cms_outbox_pace (scope) VALUES (%s)", (scope,))
@@ -278,11 +279,11 @@ class PostgresStore:
         values = {"scope": scope, "owner": self.owner, "seqs": [event.seq for event in events], **parameters}
 
         def settle(connection: psycopg.Connection[TupleRow]) -> TupleRow | None:
-            with connection.transaction():
+            with _transaction(connection):
                 # Promotion (which holds the lock FOR UPDATE) and a head moving on must not interleave: a head
                 # dropped on a snapshot that missed an event promoted meanwhile would leave its customer without
                 # one, and the event unsent. The statement after the lock sees every promotion committed.
-                connection.execute("SELECT 1 FROM cms_outbox_pace WHERE scope = %s FOR SHARE", (scope,))
+                connection.execute(sql.SHARE_PACE, {"scope": scope})
                 return connection.execute(statement, values).fetchone()
 
         row = self._back.run(settle)
@@ -301,7 +302,7 @@ class PostgresStore:
         scope = self._scoped()
 
         def retry_later(connection: psycopg.Connection[TupleRow]) -> None:
-            with connection.transaction():
+            with _transaction(connection):
                 connection.execute(
                     "UPDATE cms_outbox_events SET attempts = attempts + 1, not_before = %s, result = %s, "
                     "claim_owner = NULL, claim_expires = NULL "
@@ -365,8 +366,8 @@ class PostgresStore:
         if not _exists(connection, "SELECT 1 FROM cms_outbox_events WHERE scope = %s AND NOT promoted", scope):
             return
         while True:
-            with connection.transaction():
-                connection.execute("SELECT 1 FROM cms_outbox_pace WHERE scope = %s FOR UPDATE", (scope,))
+            with _transaction(connection):
+                connection.execute(sql.LOCK_PACE, {"scope": scope})
                 row = connection.execute(
                     sql.PROMOTE, {"scope": scope, "owner": self.owner, "limit": PROMOTE_BATCH}
                 ).fetchone()
@@ -383,8 +384,8 @@ class PostgresStore:
             ).rowcount
             if deleted < 5000:
                 break
-        with connection.transaction():
-            connection.execute("SELECT 1 FROM cms_outbox_pace WHERE scope = %s FOR UPDATE", (scope,))
+        with _transaction(connection):
+            connection.execute(sql.LOCK_PACE, {"scope": scope})
             connection.execute(sql.FOLD_COUNTS, {"scope": scope, "owner": self.owner})
             # Belt and braces: a customer whose promoted events have no head (a hand edit) gets one back.
             connection.execute(sql.MEND_HEADS, {"scope": scope})
@@ -450,7 +451,7 @@ class PostgresStore:
         where, parameters = self._where()
 
         def change(connection: psycopg.Connection[TupleRow]) -> int:
-            with connection.transaction():
+            with _transaction(connection):
                 scopes = [scope for (scope,) in connection.execute(statement.format(where=where), parameters)]
                 for scope in set(scopes):
                     connection.execute(
@@ -556,6 +557,17 @@ class _Through:
         self._connection.on_commit(callback)
 
 
+@contextlib.contextmanager
+def _transaction(connection: psycopg.Connection[TupleRow]) -> Iterator[None]:
+    """A transaction of the store's own, which may hold what every process of the fleet waits for (the scope's pace
+    row, the schema lock): should its process stop answering in it (stopped, frozen, cut off), the server ends it
+    after `sql.IDLE_IN_TRANSACTION` seconds, instead of keeping it as long as the session lasts (hours, for a peer that
+    vanished). Between its statements, the store's transactions wait for nothing but the database."""
+    with connection.transaction():
+        connection.execute(sql.LIMIT_IDLE_IN_TRANSACTION)
+        yield
+
+
 def _version(connection: psycopg.Connection[TupleRow]) -> int | None:
     """The schema's version in the schema tables are created in (the search path's first), None without one."""
     # The catalog read with the statement's snapshot: `to_regclass` may answer from this session's cache, which
@@ -581,18 +593,21 @@ def _connection_settings(url: str) -> dict[str, Any]:
     try:
         settings: dict[str, Any] = _conninfo.conninfo_to_dict(url)
     except psycopg.Error as exc:
-        raise ValueError(f"Not a PostgreSQL URL libpq can read: {label(url)} ({_scrubber({})(str(exc))})") from None
+        raise ValueError(
+            f"Not a PostgreSQL URL libpq can read: {label(url)} ({_scrubber(url, {})(str(exc))})"
+        ) from None
     return {**_CONNECTION_DEFAULTS, **settings}
 
 
-def _scrubber(settings: dict[str, Any]) -> Callable[[str], str]:
-    """What takes the password out of a driver's message (libpq echoes a connection string it cannot parse)."""
-    password = str(settings.get("password") or "")
+def _scrubber(url: str, settings: dict[str, Any]) -> Callable[[str], str]:
+    """What takes the password out of a driver's message (libpq quotes a connection string, or the part of it, it
+    cannot read): as libpq read it, as the URL writes it, and any URL's in the message."""
+    secrets = sorted(passwords(url) | {str(settings.get("password") or "")} - {""}, key=len, reverse=True)
 
     def scrub(message: str) -> str:
-        if password:
-            message = message.replace(password, "***")
-        return label(re.sub(r"\s+", " ", message))
+        for secret in secrets:
+            message = message.replace(secret, "***")
+        return mask(re.sub(r"\s+", " ", message))
 
     return scrub
 

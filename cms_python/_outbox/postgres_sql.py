@@ -89,6 +89,14 @@ WITH fresh AS (
 )
 SELECT count(*) FROM fresh
 """
+#: The seconds the server keeps a transaction of the store's own open while its process says nothing (`SET LOCAL`:
+#: for that transaction only, which works through PgBouncer in transaction mode too).
+IDLE_IN_TRANSACTION = 10
+LIMIT_IDLE_IN_TRANSACTION = f"SET LOCAL idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}s'"
+#: What serialises, per scope, promotion, claims and count folding (outcomes wait for it: `SHARE_PACE`).
+LOCK_PACE = "SELECT 1 FROM cms_outbox_pace WHERE scope = %(scope)s FOR UPDATE"
+#: Taken by an outcome's statement: waits for a promotion under way (which moves heads too), not for other outcomes.
+SHARE_PACE = "SELECT 1 FROM cms_outbox_pace WHERE scope = %(scope)s FOR SHARE"
 PACE = """
 SELECT next_send_at, hold_length,
        EXISTS (SELECT 1 FROM cms_outbox_events WHERE scope = %(scope)s AND state = 'pending')

@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 DELIVERED_MEMORY = 30 * 24 * 3600.0
 #: How long a claim holds an event for its process unless the process renews it (before each attempt). A process
 #: that exits or closes releases its claims at once, and one that died on this host is noticed; only a claim of a
-#: process on another host, or of one that hangs, runs this long.
+#: process on another host (or before a reboot), or of one that hangs, runs this long.
 LEASE = 60.0
 #: The longest wait the outbox ever asks for (a backoff, a Retry-After honoured): an event due later than this was
 #: scheduled before the clock went back, and is due now.
@@ -237,7 +237,8 @@ def token_scope(token: str) -> str:
 
 
 def process_owner() -> str:
-    """This process's claim owner: host (and PID namespace, for containers sharing a volume), PID, a nonce."""
+    """This process's claim owner: host (as of this boot, and PID namespace, for containers sharing a volume), PID,
+    a nonce."""
     return f"{_host()}|{os.getpid()}|{os.urandom(6).hex()}"
 
 
@@ -260,8 +261,12 @@ def is_dead(owner: str) -> bool:
 
 
 def _host() -> str:
+    """This machine, as of this boot, and this PID namespace: a host name and a namespace's inode alone do not tell
+    two machines apart (an image's host name; the first PID namespace has the same inode on every Linux machine)."""
     try:
         namespace = os.stat("/proc/self/ns/pid").st_ino
+        with open("/proc/sys/kernel/random/boot_id") as boot_id:
+            boot = boot_id.read().strip()
     except OSError:  # not Linux
-        namespace = 0
-    return f"{socket.gethostname()}:{namespace}"
+        namespace, boot = 0, ""
+    return f"{socket.gethostname()}:{namespace}:{boot}"

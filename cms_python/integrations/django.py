@@ -32,7 +32,7 @@ import os
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
@@ -183,7 +183,9 @@ def _database_url(alias: str) -> str:
     for name, value in (database.get("OPTIONS") or {}).items():
         if name not in _DJANGO_OPTIONS and isinstance(value, str | int):
             parameters[name] = value
-    return "postgresql:///?" + urlencode({name: value for name, value in parameters.items() if value not in (None, "")})
+    given = {name: value for name, value in parameters.items() if value not in (None, "")}
+    # Spaces as %20: libpq reads "+" as itself ("-c search_path=app", the usual options, would become "-c+search_path").
+    return "postgresql:///?" + urlencode(given, quote_via=quote)
 
 
 def _forget_outbox(*, setting: str, **_: Any) -> None:
