@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if len(target) > 1:
         parser.error(f"one TARGET at most, got {len(target)}")
     if action == "migrate" and args.sql and not target:
-        from .._outbox.postgres_sql import schema_sql  # noqa: PLC0415
+        from .._outbox.postgres.sql import schema_sql  # noqa: PLC0415
 
         write(schema_sql())
         return 0

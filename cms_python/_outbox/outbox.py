@@ -297,19 +297,25 @@ class Outbox:
         """Deliver what is pending now (in this process or, where the store is shared, any other); wait for it.
 
         True once none of the events pending at the call is pending any more (delivered, or failed for good);
-        False when `timeout` seconds passed first, or at once when delivery is paused (401/403; logged).
+        False when `timeout` seconds passed first, or at once when delivery is paused (401/403; logged). A store
+        that cannot be read for a while (a database restarting) is waited for, within `timeout`.
         `RuntimeError` from `on_failure`, which runs in the delivery thread.
         """
         self._check_usable()
         deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            horizon = self._store.last_seq()
-            if not self._store.pending_through(horizon):
-                return True
-            delivery = self._delivering()
-            if delivery.is_current_thread:
-                raise RuntimeError("flush() from on_failure would wait for its own thread: call it elsewhere")
-            while True:
+        horizon: int | None = None
+        delivery: Delivery | None = None
+        while True:
+            failure: StorageError | None = None
+            try:
+                if horizon is None:
+                    horizon = self._store.last_seq()
+                    if not self._store.pending_through(horizon):
+                        return True  # nothing to wait for: no delivery thread started for it
+                if delivery is None:
+                    delivery = self._delivering()
+                    if delivery.is_current_thread:
+                        raise RuntimeError("flush() from on_failure would wait for its own thread: call it elsewhere")
                 if delivery.paused:
                     logger.warning(
                         "CutMeShort outbox %s: flush() returns False: delivery is paused after a 401/403 "
@@ -317,18 +323,25 @@ class Outbox:
                         self._label,
                     )
                     return False
-                remaining = POLL if deadline is None else min(POLL, deadline - time.monotonic())
                 with self._progress:
                     if not self._store.pending_through(horizon):
                         return True
-                    if remaining <= 0:
-                        return False
-                    self._progress.wait(remaining)
-        except StorageError as exc:
-            logger.warning(
-                "CutMeShort outbox %s: flush() returns False: the store cannot be read: %s", self._label, exc
-            )
-            return False
+                    remaining = POLL if deadline is None else min(POLL, deadline - time.monotonic())
+                    if remaining > 0:
+                        self._progress.wait(remaining)
+            except StorageError as exc:
+                failure = exc
+                remaining = POLL if deadline is None else min(POLL, deadline - time.monotonic())
+                if remaining > 0:
+                    time.sleep(remaining)  # the delivery thread logs the failure and tries again meanwhile
+            if remaining <= 0:
+                if failure is not None:
+                    logger.warning(
+                        "CutMeShort outbox %s: flush() returns False: the store cannot be read: %s",
+                        self._label,
+                        failure,
+                    )
+                return False
 
     def close(self, timeout: float | None = None) -> None:
         """Deliver for up to `timeout` seconds (default: `flush_on_exit`), then stop the thread and release this

@@ -1,6 +1,5 @@
 """The PostgreSQL outbox attacked by someone who did not write it (issue 18): each test is one finding, reproduced
-against a real server, with real processes where it takes them. Those marked `xfail` describe a finding left for
-a design decision (the reason says which); the others were fixed."""
+against a real server, with real processes where it takes them; each was fixed."""
 
 from __future__ import annotations
 
@@ -24,8 +23,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from cms_python import Outbox
-from cms_python._outbox import postgres_sql as sql
-from cms_python._outbox.postgres import PostgresStore
+from cms_python._outbox.postgres import PostgresStore, link, sql
 from cms_python._outbox.store import NewEvent, token_scope
 from cms_python.testing import SANDBOX_TOKEN, Sandbox
 
@@ -118,7 +116,7 @@ FREEZE_MID_CLAIM = """
 import os, signal, sys, time
 import psycopg
 from cms_python import Outbox
-from cms_python._outbox import postgres_sql as sql
+from cms_python._outbox.postgres import sql
 
 execute = psycopg.Connection.execute
 
@@ -324,13 +322,16 @@ class FreezingProxy:
             each.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design: the outbox's own connection has no client-side deadline; track_* (and every thread behind "
-    "its lock) waits as long as a hung server or proxy does",
-)
-@pytest.mark.timeout(180)
-def test_track_returns_when_the_database_hangs(url: str, postgres: PostgresServer) -> None:
+@pytest.fixture
+def deadline(monkeypatch: pytest.MonkeyPatch) -> float:
+    """A shorter `DEADLINE` for the outbox's own connections, for the tests that wait it out."""
+    monkeypatch.setattr(link, "DEADLINE", 3.0)
+    return 3.0
+
+
+def test_track_returns_when_the_database_hangs(url: str, postgres: PostgresServer, deadline: float) -> None:
+    # A frozen PgBouncer, a server stopped: the kernel still acknowledges, so no TCP timeout fires. Each app thread
+    # calling track_* meanwhile (the later ones queue behind the first) gets `storage_error` past the deadline.
     proxy = FreezingProxy(postgres.port)
     target = url.replace(f":{postgres.port}/", f":{proxy.port}/", 1)
     made = Outbox(target, TOKEN, "http://127.0.0.1:9", rate_limit=None)
@@ -338,26 +339,47 @@ def test_track_returns_when_the_database_hangs(url: str, postgres: PostgresServe
     try:
         assert made.track_lead(**lead(event_name="before"))["success"]
         proxy.frozen.set()
-        tracking = threading.Thread(
-            target=lambda: results.append(dict(made.track_lead(**lead(event_name="during")))), daemon=True
-        )
-        tracking.start()
-        tracking.join(45)  # past the 30 s of tcp_user_timeout and keepalives the outbox sets
+        callers = [
+            threading.Thread(target=lambda: results.append(dict(made.track_lead(**lead()))), daemon=True)
+            for _ in range(3)
+        ]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(deadline + link.CANCEL_GRACE + 20)
         answered = list(results)
+        proxy.frozen.clear()
+        after = made.track_lead(**lead(event_name="after"))  # on a new connection
     finally:
-        proxy.frozen.clear()  # else closing waits for the call in flight too
+        proxy.frozen.clear()
         made.close(timeout=0)
         proxy.close()
-    assert [result["type"] for result in answered] == ["storage_error"]
+    assert [result["type"] for result in answered] == ["storage_error"] * 3
+    assert all("no answer from the database within 3 s" in result["error"] for result in answered)
+    assert after["success"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design: flush(timeout) gives up at the first failure to read the store, though a database comes back",
-)
+def test_a_lock_on_the_outbox_s_tables_costs_track_the_deadline_and_stores_nothing(url: str, deadline: float) -> None:
+    # A `LOCK TABLE` (a migration, a VACUUM FULL): the insert waits for it until the deadline, then is cancelled at
+    # the server, so that the event the app was told is not stored is not stored once the lock goes either.
+    made = Outbox(url, TOKEN, "http://127.0.0.1:9", rate_limit=None)
+    try:
+        with psycopg.connect(url) as locking:
+            locking.execute("LOCK TABLE cms_outbox_events IN ACCESS EXCLUSIVE MODE")
+            refused = made.track_lead(**lead(event_name="refused"))
+            locking.rollback()
+            (stored,) = locking.execute("SELECT count(*) FROM cms_outbox_events").fetchone() or (None,)
+        assert made.track_lead(**lead(event_name="after"))["success"]
+    finally:
+        made.close(timeout=0)
+    assert refused["type"] == "storage_error"
+    assert stored == 0
+
+
 def test_flush_waits_through_a_database_restart(
     postgres: PostgresServer, url: str, outbox: Outbox, cms_sandbox: Sandbox
 ) -> None:
+    # flush_on_exit during a deploy that restarts the database too: the flush waits for it, within its timeout.
     assert outbox.track_lead(**lead(event_name="queued"))["success"]
     cms_sandbox.fail_next(503)  # the event is still pending when the database goes
     postgres.stop()
@@ -370,20 +392,32 @@ def test_flush_waits_through_a_database_restart(
     assert "queued" in sent_names(cms_sandbox)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design: within() cannot tell the app's connection is to another outbox's tables (another database, "
-    "another search_path): the event is committed where no delivery of this outbox looks",
-)
 def test_within_a_connection_to_another_outbox_s_tables_is_not_silent(
     postgres: PostgresServer, outbox: Outbox, cms_sandbox: Sandbox
 ) -> None:
+    # The app's connection reaches other outbox tables (another database, another search_path): an event committed
+    # there is where no delivery of this outbox looks. It is refused instead, and nothing is written there.
     elsewhere = postgres.new_url()
     Outbox(elsewhere, TOKEN, "http://127.0.0.1:9").close()  # e.g. `cms outbox migrate` run with another search_path
     with psycopg.connect(elsewhere) as connection:
         result = outbox.within(connection).track_lead(**lead(event_name="lost"))
         connection.commit()
-    assert not result["success"] or outbox.stats()["pending"] == 1
+        (stored,) = connection.execute("SELECT count(*) FROM cms_outbox_events").fetchone() or (None,)
+    assert not result["success"]
+    assert result["type"] == "storage_error"
+    assert "another database or schema" in result["error"]
+    assert stored == 0
+
+
+def test_tables_made_anew_under_a_running_outbox_take_its_events(url: str, outbox: Outbox) -> None:
+    # `cms outbox migrate` after the tables were dropped: a new outbox id, which the running outbox adopts.
+    assert outbox.track_lead(**lead(event_name="before"))["success"]
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("DROP TABLE cms_outbox_schema")
+        connection.execute("CREATE TABLE cms_outbox_schema (version integer NOT NULL, outbox text NOT NULL)")
+        connection.execute("INSERT INTO cms_outbox_schema VALUES (%s, 'made-anew')", (sql.SCHEMA_VERSION,))
+    assert outbox.track_lead(**lead(event_name="after"))["success"]
+    assert outbox.stats()["pending"] + outbox.stats()["delivered"] == 2
 
 
 def test_cms_outbox_deliver_outlives_a_database_restart(postgres: PostgresServer, url: str) -> None:

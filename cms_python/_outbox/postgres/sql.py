@@ -1,17 +1,20 @@
 """The PostgreSQL store's SQL: its schema and the statements that are more than a line, apart from the Python
-that runs them (`postgres.py`), and readable without the driver (`cms outbox migrate --sql`). Parameters are named
+that runs them (`store.py`), and readable without the driver (`cms outbox migrate --sql`). Parameters are named
 (`%(name)s`): the enqueue runs through the app's handles too, whose drivers all read them."""
 
 from __future__ import annotations
 
-from .store import LONGEST_WAIT
+from ..store import LONGEST_WAIT
 
 #: The schema written here (`cms_outbox_schema.version`); a database with a higher one is refused.
 SCHEMA_VERSION = 1
 
 SCHEMA = f"""
-CREATE TABLE cms_outbox_schema (version integer NOT NULL);
-INSERT INTO cms_outbox_schema VALUES ({SCHEMA_VERSION});
+CREATE TABLE cms_outbox_schema (
+    version integer NOT NULL,
+    outbox text NOT NULL DEFAULT md5(random()::text || clock_timestamp()::text)
+);
+INSERT INTO cms_outbox_schema (version) VALUES ({SCHEMA_VERSION});
 CREATE SEQUENCE cms_outbox_seq;
 CREATE TABLE cms_outbox_events (
     seq bigint PRIMARY KEY DEFAULT nextval('cms_outbox_seq'),
@@ -63,16 +66,21 @@ CREATE TABLE cms_outbox_counts (
 
 # The enqueue, on the outbox's own connection or an app's (so: named parameters, no casts, one statement), as
 # cheap as an insert gets: a delivered event stays in the table (its body emptied) for `DELIVERED_MEMORY`, so that
-# the key's unique index alone says whether the event is known.
+# the key's unique index alone says whether the event is known. It inserts nothing into another outbox's tables
+# (`outbox`: the id of the outbox's own), which an app's connection to another database or search path reaches.
 ENQUEUE = """
 INSERT INTO cms_outbox_events (scope, kind, idempotency_key, customer, body, fingerprint, stamped_at, queued_at)
-VALUES (%(scope)s, %(kind)s, %(key)s, %(customer)s, %(body)s, %(fingerprint)s, %(stamped_at)s, %(now)s)
+SELECT %(scope)s, %(kind)s, %(key)s, %(customer)s, %(body)s, %(fingerprint)s, %(stamped_at)s, %(now)s
+FROM cms_outbox_schema WHERE outbox = %(outbox)s
 ON CONFLICT (scope, idempotency_key) DO NOTHING
 RETURNING seq
 """
-# What holds the key when the insert did not happen.
+# When the insert did not happen: whether the statement reached the outbox's own tables, then what holds the key.
+OURS = "SELECT EXISTS (SELECT 1 FROM cms_outbox_schema WHERE outbox = %(outbox)s)"
+OUTBOX = "SELECT outbox FROM cms_outbox_schema ORDER BY version LIMIT 1"
 KNOWN = "SELECT seq, fingerprint FROM cms_outbox_events WHERE scope = %(scope)s AND idempotency_key = %(key)s"
 COLUMNS = "seq, kind, idempotency_key, body, fingerprint, stamped_at, queued_at, attempts, result"
+UNPROMOTED = "SELECT 1 FROM cms_outbox_events WHERE scope = %s AND NOT promoted"
 PROMOTE = """
 WITH fresh AS (
     SELECT seq, customer FROM cms_outbox_events WHERE scope = %(scope)s AND NOT promoted ORDER BY seq LIMIT %(limit)s
@@ -179,6 +187,12 @@ FAILED = settling(
     delivered=0,
     failed=1,
 )
+FORGET = """
+DELETE FROM cms_outbox_events WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM cms_outbox_events
+    WHERE scope = %(scope)s AND state = 'delivered' AND done_at < %(before)s LIMIT %(limit)s
+))
+"""
 CHANGE_COUNTS = """
 INSERT INTO cms_outbox_counts (scope, owner, failed) VALUES (%(scope)s, %(owner)s, %(failed)s)
 ON CONFLICT (scope, owner) DO UPDATE SET failed = cms_outbox_counts.failed + excluded.failed

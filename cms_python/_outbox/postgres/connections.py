@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .store import StorageError
+from ..store import StorageError
 
 ACCEPTED = (
     "a psycopg 3 or psycopg2 connection, a SQLAlchemy Connection or Session, or Django's connection / "

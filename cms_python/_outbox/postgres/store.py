@@ -28,20 +28,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg import conninfo as _conninfo
 
-from . import postgres_sql as sql
-from .connections import AppConnection, adapt
-from .store import (
+from ..store import (
     DELIVERED_MEMORY,
     LEASE,
     Claim,
@@ -53,34 +47,24 @@ from .store import (
     is_dead,
     process_owner,
 )
-from .targets import label, mask, passwords
+from ..targets import label
+from . import sql
+from .connections import AppConnection, adapt
+from .link import Link, connection_settings, scrubber
 
 if TYPE_CHECKING:
     from psycopg.rows import TupleRow
 
 #: Held (transaction-scoped) while creating or migrating the tables: any 64-bit number no app would pick.
 _SCHEMA_LOCK = 0x434D535F4F555442  # "CMS_OUTB"
-#: Events promoted per statement.
+#: Events promoted, and deliveries forgotten, per statement.
 PROMOTE_BATCH = 10_000
+FORGET_BATCH = 5000
 #: How often the delivery thread counts the pending events, for `max_pending`.
 PENDING_COUNT_EVERY = 1.0
 #: How often the clock is synchronised with the database's, deliveries forgotten, per-process counts folded.
 CLOCK_SYNC_EVERY = 60.0
 FORGET_EVERY = 3600.0
-#: libpq settings unless the URL says otherwise: a dead server or network is noticed instead of hanging.
-_CONNECTION_DEFAULTS = {
-    "connect_timeout": "10",
-    "keepalives": "1",
-    "keepalives_idle": "10",
-    "keepalives_interval": "5",
-    "keepalives_count": "3",
-    "tcp_user_timeout": "30000",
-    "application_name": "cms-python-client outbox",
-}
-
-_R = TypeVar("_R")
-#: The live links of this process, made unusable in a forked child (see `_forget_in_child`).
-_LINKS: weakref.WeakSet[_Link] = weakref.WeakSet()
 
 
 class DatabaseClock:
@@ -119,11 +103,11 @@ class PostgresStore:
         self.scope = scope
         self.clock = DatabaseClock()
         self._url = url
-        self._settings = _connection_settings(url)
-        self._scrub = _scrubber(url, self._settings)
+        self._settings = connection_settings(url)
+        self._scrub = scrubber(url, self._settings)
         #: Direct enqueues and what `Outbox` reads; and the delivery thread's own.
-        self._front = _Link(self._settings, self._scrub)
-        self._back = _Link(self._settings, self._scrub)
+        self._front = Link(self._settings, self._scrub)
+        self._back = Link(self._settings, self._scrub)
         self.locks = (self._back.lock, self._front.lock)
         #: Whose row of `counts` this store's changes go to: its own, so that no two processes wait on one row.
         self.owner = process_owner()
@@ -133,6 +117,8 @@ class PostgresStore:
         self._pending_counted = 0
         self._queued_since = 0
         self._counted_at = -PENDING_COUNT_EVERY
+        #: The id of the outbox the tables are (`sql.OUTBOX`): what an enqueue through an app's connection checks.
+        self._outbox = ""
         try:
             self._front.run(self._set_up)
             self._back.run(self.clock.sync)
@@ -162,6 +148,7 @@ class PostgresStore:
                 connection.execute(
                     "INSERT INTO cms_outbox_pace (scope) VALUES (%s) ON CONFLICT DO NOTHING", (self.scope,)
                 )
+            self._outbox = _outbox_id(connection)
 
     def _scoped(self) -> str:
         if self.scope is None:
@@ -185,6 +172,15 @@ class PostgresStore:
             if inserted:
                 self._queued_since += 1
                 return str(inserted[0][0]), False
+        if not connection.rows(sql.OURS, parameters)[0][0]:
+            current = self._front.run(_outbox_id)
+            if current == parameters["outbox"]:
+                raise StorageError(
+                    f"this connection reaches the outbox tables of another database or schema than {self.label}'s "
+                    "(its search_path?): nothing stored there"
+                )
+            self._outbox = parameters["outbox"] = current  # the tables were made anew since: these are they
+            return self._insert(connection, parameters, max_pending)
         known = connection.rows(sql.KNOWN, parameters)
         if not known:
             raise Full
@@ -204,6 +200,7 @@ class PostgresStore:
             "fingerprint": event.fingerprint,
             "stamped_at": event.stamped_at,
             "now": now,
+            "outbox": self._outbox,
         }
 
     def enqueue_many(
@@ -352,38 +349,32 @@ class PostgresStore:
         """Promote what was committed since the last time (every call), synchronise the clock (every minute),
         and the housekeeping (every hour)."""
         scope = self._scoped()
-        self._back.run(lambda connection: self._promote(connection, scope))
+        # Looked for first without the pace lock, which the claims of every process of the account take.
+        if self._back.run(lambda connection: _exists(connection, sql.UNPROMOTED, scope)):
+            while self._back.run(lambda connection: self._promote(connection, scope)) == PROMOTE_BATCH:
+                pass  # a batch per call: each within the deadline
         if time.monotonic() - self._counted_at >= PENDING_COUNT_EVERY:
             self.counts()
         if time.monotonic() - self.clock.synced_at >= CLOCK_SYNC_EVERY:
             self._back.run(self.clock.sync)
         if now - self._last_forget >= FORGET_EVERY:
-            self._back.run(lambda connection: self._housekeeping(connection, scope, now - DELIVERED_MEMORY))
+            before = now - DELIVERED_MEMORY
+            while self._back.run(lambda connection: _forget(connection, scope, before)) == FORGET_BATCH:
+                pass
+            self._back.run(lambda connection: self._fold(connection, scope))
             self._last_forget = now
 
-    def _promote(self, connection: psycopg.Connection[TupleRow], scope: str) -> None:
-        # Looked for first without the pace lock, which the claims of every process of the account take.
-        if not _exists(connection, "SELECT 1 FROM cms_outbox_events WHERE scope = %s AND NOT promoted", scope):
-            return
-        while True:
-            with _transaction(connection):
-                connection.execute(sql.LOCK_PACE, {"scope": scope})
-                row = connection.execute(
-                    sql.PROMOTE, {"scope": scope, "owner": self.owner, "limit": PROMOTE_BATCH}
-                ).fetchone()
-            if row is None or row[0] < PROMOTE_BATCH:
-                return
+    def _promote(self, connection: psycopg.Connection[TupleRow], scope: str) -> int:
+        """Promote a batch of the events committed since (`PROMOTE_BATCH` at most); how many."""
+        with _transaction(connection):
+            connection.execute(sql.LOCK_PACE, {"scope": scope})
+            row = connection.execute(
+                sql.PROMOTE, {"scope": scope, "owner": self.owner, "limit": PROMOTE_BATCH}
+            ).fetchone()
+        return 0 if row is None else int(row[0])
 
-    def _housekeeping(self, connection: psycopg.Connection[TupleRow], scope: str, before: float) -> None:
-        """Forget the deliveries done before `before`, fold the other processes' counts into this one's, mend heads."""
-        while True:
-            deleted = connection.execute(
-                "DELETE FROM cms_outbox_events WHERE ctid = ANY(ARRAY(SELECT ctid FROM cms_outbox_events "
-                "WHERE scope = %s AND state = 'delivered' AND done_at < %s LIMIT 5000))",
-                (scope, before),
-            ).rowcount
-            if deleted < 5000:
-                break
+    def _fold(self, connection: psycopg.Connection[TupleRow], scope: str) -> None:
+        """Fold the other processes' counts into this one's; mend heads."""
         with _transaction(connection):
             connection.execute(sql.LOCK_PACE, {"scope": scope})
             connection.execute(sql.FOLD_COUNTS, {"scope": scope, "owner": self.owner})
@@ -459,7 +450,8 @@ class PostgresStore:
                     )
             return len(scopes)
 
-        return self._front.run(change)
+        # An admin's command, as long as its rows take (Ctrl-C cancels it).
+        return self._front.run(change, bounded=False)
 
     def _where(self) -> tuple[str, tuple[str, ...]]:
         """The condition (and its parameters) on this store's scope: every scope when opened without a token."""
@@ -471,63 +463,6 @@ class PostgresStore:
     def close(self) -> None:
         self._back.close()
         self._front.close()
-
-
-class _Link:
-    """One connection of the store's own, made on first use and again once it broke (a server restarted, a
-    network cut): a call fails with `StorageError`, the next one connects anew."""
-
-    def __init__(self, settings: dict[str, Any], scrub: Callable[[str], str]) -> None:
-        self.lock = threading.RLock()
-        self._settings = settings
-        self._scrub = scrub
-        self._connection: psycopg.Connection[TupleRow] | None = None
-        _LINKS.add(self)
-
-    def run(self, work: Callable[[psycopg.Connection[TupleRow]], _R]) -> _R:
-        with self.lock, self._errors():
-            return work(self._connected())
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        with self.lock, self._errors(), self._connected().transaction():
-            yield
-
-    def _connected(self) -> psycopg.Connection[TupleRow]:
-        if self._connection is None or self._connection.closed:
-            # autocommit: a transaction only where asked for; prepare_threshold=None: no prepared statement,
-            # which PgBouncer in transaction mode would hand to another server connection.
-            self._connection = psycopg.connect(**self._settings, autocommit=True, prepare_threshold=None)
-        return self._connection
-
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except psycopg.Error as exc:
-            connection = self._connection
-            if connection is not None and (connection.broken or connection.closed):
-                self.close()
-            raise StorageError(self._scrub(str(exc).strip())) from None
-
-    def forget_in_child(self) -> None:
-        """In a forked child: close the inherited connection without a word to the server, which still talks to
-        the parent on that socket (its descriptor is pointed at /dev/null first)."""
-        connection, self._connection = self._connection, None
-        self.lock = threading.RLock()
-        if connection is not None and not connection.closed:
-            with contextlib.suppress(OSError):
-                devnull = os.open(os.devnull, os.O_RDWR)
-                os.dup2(devnull, connection.pgconn.socket)
-                os.close(devnull)
-            with contextlib.suppress(Exception):
-                connection.close()
-
-    def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(psycopg.Error):
-                connection.close()
 
 
 class _Own:
@@ -582,39 +517,19 @@ def _version(connection: psycopg.Connection[TupleRow]) -> int | None:
     return int(version[0]) if version is not None and version[0] is not None else 0
 
 
+def _outbox_id(connection: psycopg.Connection[TupleRow]) -> str:
+    """The id of the outbox whose tables `connection` reaches, made with them."""
+    row = connection.execute(sql.OUTBOX).fetchone()
+    if row is None:
+        raise StorageError("the outbox's tables have no row in cms_outbox_schema (deleted by hand?)")
+    return str(row[0])
+
+
+def _forget(connection: psycopg.Connection[TupleRow], scope: str, before: float) -> int:
+    """Forget a batch of the deliveries done before `before` (`FORGET_BATCH` at most); how many."""
+    return connection.execute(sql.FORGET, {"scope": scope, "before": before, "limit": FORGET_BATCH}).rowcount
+
+
 def _exists(connection: psycopg.Connection[TupleRow], query: str, *parameters: Any) -> bool:
     row = connection.execute(f"SELECT EXISTS ({query})", parameters).fetchone()
     return bool(row and row[0])
-
-
-def _connection_settings(url: str) -> dict[str, Any]:
-    """The URL's connection settings, with `_CONNECTION_DEFAULTS` where it says nothing. `ValueError` (without the
-    password) for a URL libpq cannot read."""
-    try:
-        settings: dict[str, Any] = _conninfo.conninfo_to_dict(url)
-    except psycopg.Error as exc:
-        raise ValueError(
-            f"Not a PostgreSQL URL libpq can read: {label(url)} ({_scrubber(url, {})(str(exc))})"
-        ) from None
-    return {**_CONNECTION_DEFAULTS, **settings}
-
-
-def _scrubber(url: str, settings: dict[str, Any]) -> Callable[[str], str]:
-    """What takes the password out of a driver's message (libpq quotes a connection string, or the part of it, it
-    cannot read): as libpq read it, as the URL writes it, and any URL's in the message."""
-    secrets = sorted(passwords(url) | {str(settings.get("password") or "")} - {""}, key=len, reverse=True)
-
-    def scrub(message: str) -> str:
-        for secret in secrets:
-            message = message.replace(secret, "***")
-        return mask(re.sub(r"\s+", " ", message))
-
-    return scrub
-
-
-def _forget_in_child() -> None:
-    for link in list(_LINKS):
-        link.forget_in_child()
-
-
-os.register_at_fork(after_in_child=_forget_in_child)
