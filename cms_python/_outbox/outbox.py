@@ -305,7 +305,8 @@ class Outbox:
         """
         self._check_usable()
         deadline = None if timeout is None else time.monotonic() + timeout
-        with calls_end_by(deadline):  # a store that hangs is not waited for past the timeout either
+        # A store that hangs is not waited for past the timeout either, but for its last look (one POLL).
+        with calls_end_by(None if deadline is None else deadline + POLL):
             return self._flush_until(deadline)
 
     def _flush_until(self, deadline: float | None) -> bool:

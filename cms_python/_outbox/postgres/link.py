@@ -69,13 +69,13 @@ class Link:
         start = time.monotonic()
         limit = call_deadline() if bounded else None
         due = start + DEADLINE if limit is None else min(start + DEADLINE, limit)
-        if not self.lock.acquire(timeout=max(0.0, due - start) if bounded else -1):
+        if due <= start:
+            raise StorageError("no time left for the database: the caller's timeout passed")
+        if not self.lock.acquire(timeout=due - start if bounded else -1):
             raise StorageError(f"{_no_answer(due - start)} (an earlier call still waits)")
         try:
             if self._calling:
                 return work(self._connected(None))
-            if bounded and time.monotonic() >= due:
-                raise StorageError(_no_answer(due - start))
             self._calling, self._overdue = True, False
             self._allowed = due - start
             try:
