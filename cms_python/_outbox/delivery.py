@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from .._operations import LEAD, SALE, Operation, TrackRequest
 from .._printable import sdk_logger
 from .._results import error
 from .._types import TrackError
-from .store import LONGEST_WAIT, Claim, Clock, StorageError, Store, StoredEvent
+from .store import LONGEST_WAIT, Claim, Clock, StorageError, Store, StoredEvent, calls_end_by
 
 logger = sdk_logger("cms_python")
 
@@ -140,7 +141,8 @@ class Delivery:
 
     def stop(self, timeout: float) -> bool:
         """Ask the thread to stop after the attempt in flight; True once it has (its claims released). If it has
-        not within `timeout`, its claims are released now, but that of the event on the wire."""
+        not within `timeout`, its claims are released now (given `timeout` too), but that of the event on the
+        wire."""
         self._stopping = True
         self._wake.set()
         if self._thread.ident is not None and not self.is_current_thread:
@@ -151,7 +153,7 @@ class Delivery:
         # wire, and those delivered that the store failed to record (the thread records them, then releases the
         # rest). If this fails, they lapse with their lease, or at once when this process is gone.
         if not self._unrecorded:
-            with contextlib.suppress(StorageError):
+            with contextlib.suppress(StorageError), calls_end_by(time.monotonic() + timeout):
                 self._store.release_owner(self._owner, keep=self.in_flight)
         return False
 

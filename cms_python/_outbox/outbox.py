@@ -33,6 +33,7 @@ from .store import (
     Store,
     SystemClock,
     Through,
+    calls_end_by,
     process_owner,
     token_scope,
 )
@@ -298,11 +299,17 @@ class Outbox:
 
         True once none of the events pending at the call is pending any more (delivered, or failed for good);
         False when `timeout` seconds passed first, or at once when delivery is paused (401/403; logged). A store
-        that cannot be read for a while (a database restarting) is waited for, within `timeout`.
+        that cannot be read for a while (a database restarting) is waited for, within `timeout`; one that does not
+        answer (a database that hangs) is not waited for past it, but for the 2 s its call's cancel may take.
         `RuntimeError` from `on_failure`, which runs in the delivery thread.
         """
         self._check_usable()
         deadline = None if timeout is None else time.monotonic() + timeout
+        # A store that hangs is not waited for past the timeout either, but for its last look (one POLL).
+        with calls_end_by(None if deadline is None else deadline + POLL):
+            return self._flush_until(deadline)
+
+    def _flush_until(self, deadline: float | None) -> bool:
         horizon: int | None = None
         delivery: Delivery | None = None
         while True:

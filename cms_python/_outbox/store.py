@@ -10,12 +10,14 @@ database driver: `sqlite3` is imported by the SQLite store only, `psycopg` by th
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -228,6 +230,28 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Close the connections."""
+
+
+#: The monotonic time the store calls of this thread must end by (`calls_end_by`), None for a store's own deadline.
+_calls_end_by: contextvars.ContextVar[float | None] = contextvars.ContextVar("cms_outbox_calls_end_by", default=None)
+
+
+@contextlib.contextmanager
+def calls_end_by(deadline: float | None) -> Iterator[None]:
+    """The store calls of this thread meanwhile end by `deadline` (monotonic; None: no sooner than they would), in
+    a store that bounds its calls (a database's: `postgres.link`): what `Outbox.flush(timeout)` and `close()` wait
+    for a store no longer than."""
+    outer = _calls_end_by.get()
+    token = _calls_end_by.set(min((each for each in (outer, deadline) if each is not None), default=None))
+    try:
+        yield
+    finally:
+        _calls_end_by.reset(token)
+
+
+def call_deadline() -> float | None:
+    """The time set by `calls_end_by` for this thread's store calls, None if none."""
+    return _calls_end_by.get()
 
 
 def token_scope(token: str) -> str:

@@ -6,6 +6,7 @@ server stopped with SIGSTOP, a `LOCK TABLE`)."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import socket
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psycopg
 from psycopg import conninfo
 
-from ..store import StorageError
+from ..store import StorageError, call_deadline
 from ..targets import label, mask, passwords
 
 if TYPE_CHECKING:
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 #: Seconds a call on one of the store's own connections may take, its wait for another thread's call on the same
 #: connection included (plus connecting: libpq's `connect_timeout`). Then its statement is cancelled at the server,
 #: and should the call still not end within `CANCEL_GRACE` seconds, its connection is cut: the call fails with
-#: `StorageError`, and the next one connects anew.
+#: `StorageError`, and the next one connects anew. Sooner where the caller has less time (`store.calls_end_by`:
+#: `Outbox.flush(timeout)`, `close()`), connecting included.
 DEADLINE = 15.0
 CANCEL_GRACE = 2.0
 #: libpq settings unless the URL says otherwise: a dead server or network is noticed instead of hanging.
@@ -56,22 +58,29 @@ class Link:
         #: Whether a call is under way (a call within it runs under its deadline), and whether it overran it.
         self._calling = False
         self._overdue = False
+        #: The seconds the call under way was given (`DEADLINE`, or less), for its error.
+        self._allowed = DEADLINE
         _LINKS.add(self)
 
     def run(self, work: Callable[[psycopg.Connection[TupleRow]], _R], *, bounded: bool = True) -> _R:
         """`work(connection)`, within `DEADLINE` seconds (`bounded=False`: as long as it takes, for an admin's
         command, which Ctrl-C cancels). `StorageError` for whatever the database or the network did, the deadline
         included."""
-        due = time.monotonic() + DEADLINE
-        if not self.lock.acquire(timeout=DEADLINE if bounded else -1):
-            raise StorageError(f"no answer from the database within {DEADLINE:g} s (an earlier call still waits)")
+        start = time.monotonic()
+        limit = call_deadline() if bounded else None
+        due = start + DEADLINE if limit is None else min(start + DEADLINE, limit)
+        if due <= start:
+            raise StorageError("no time left for the database: the caller's timeout passed")
+        if not self.lock.acquire(timeout=due - start if bounded else -1):
+            raise StorageError(f"{_no_answer(due - start)} (an earlier call still waits)")
         try:
             if self._calling:
-                return work(self._connected())
+                return work(self._connected(None))
             self._calling, self._overdue = True, False
+            self._allowed = due - start
             try:
                 with self._errors():
-                    connection = self._connected()
+                    connection = self._connected(None if limit is None else due)
                     if not bounded:
                         return work(connection)
                     with _watchdog.watching(self, due):
@@ -99,11 +108,17 @@ class Link:
             cut.shutdown(socket.SHUT_RDWR)
         return None
 
-    def _connected(self) -> psycopg.Connection[TupleRow]:
+    def _connected(self, due: float | None) -> psycopg.Connection[TupleRow]:
+        """The connection, made if need be; by `due` (monotonic) if given, as far as libpq can (2 s at least)."""
         if self._connection is None or self._connection.closed:
+            settings = self._settings
+            if due is not None:
+                allowed = max(2, math.ceil(due - time.monotonic()))
+                configured = int(settings.get("connect_timeout") or 0)  # 0: no timeout
+                settings = {**settings, "connect_timeout": str(min(configured or allowed, allowed))}
             # autocommit: a transaction only where asked for; prepare_threshold=None: no prepared statement,
             # which PgBouncer in transaction mode would hand to another server connection.
-            self._connection = psycopg.connect(**self._settings, autocommit=True, prepare_threshold=None)
+            self._connection = psycopg.connect(**settings, autocommit=True, prepare_threshold=None)
         return self._connection
 
     @contextlib.contextmanager
@@ -115,7 +130,7 @@ class Link:
             if connection is not None and (connection.broken or connection.closed):
                 self.close()
             if self._overdue:
-                raise StorageError(f"no answer from the database within {DEADLINE:g} s") from None
+                raise StorageError(_no_answer(self._allowed)) from None
             raise StorageError(self._scrub(str(exc).strip())) from None
 
     def forget_in_child(self) -> None:
@@ -147,7 +162,8 @@ class _Watchdog:
         #: The links with a call under way, and when to act on it (inf: nothing more to do).
         self._calls: dict[Link, float] = {}
         self._thread: threading.Thread | None = None
-        self._idle = False
+        #: When the thread acts next (inf: when told): a call due sooner wakes it.
+        self._next_due = float("inf")
 
     @contextlib.contextmanager
     def watching(self, link: Link, due: float) -> Iterator[None]:
@@ -156,7 +172,7 @@ class _Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="cms-outbox-deadlines", daemon=True)
                 self._thread.start()
-            elif self._idle:  # a later call's deadline is never earlier than those the thread waits for
+            elif due < self._next_due:  # a call that waited (a lock, a connect) or has less time (`calls_end_by`)
                 self._changed.notify()
         try:
             yield
@@ -172,9 +188,13 @@ class _Watchdog:
                 for link, due in list(self._calls.items()):
                     if due <= now:
                         self._calls[link] = link.overdue() or float("inf")
-                next_due = min((due for due in self._calls.values() if due != float("inf")), default=None)
-                self._idle = next_due is None
-                self._changed.wait(None if next_due is None else max(0.0, next_due - time.monotonic()))
+                self._next_due = min(self._calls.values(), default=float("inf"))
+                waiting = self._next_due - time.monotonic()
+                self._changed.wait(None if waiting == float("inf") else max(0.0, waiting))
+
+
+def _no_answer(seconds: float) -> str:
+    return f"no answer from the database within {seconds:.3g} s"
 
 
 def _cancel(connection: psycopg.Connection[TupleRow]) -> None:

@@ -358,11 +358,13 @@ class PostgresStore:
         if time.monotonic() - self.clock.synced_at >= CLOCK_SYNC_EVERY:
             self._back.run(self.clock.sync)
         if now - self._last_forget >= FORGET_EVERY:
+            # Counted as done even if it fails (its statements may outlast the deadline on a large backlog): the
+            # next claim must not wait for it, nor delivery stop on it. It is tried again in an hour.
+            self._last_forget = now
             before = now - DELIVERED_MEMORY
             while self._back.run(lambda connection: _forget(connection, scope, before)) == FORGET_BATCH:
                 pass
             self._back.run(lambda connection: self._fold(connection, scope))
-            self._last_forget = now
 
     def _promote(self, connection: psycopg.Connection[TupleRow], scope: str) -> int:
         """Promote a batch of the events committed since (`PROMOTE_BATCH` at most); how many."""
