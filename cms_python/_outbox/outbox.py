@@ -301,6 +301,8 @@ class Outbox:
         False when `timeout` seconds passed first, or at once when delivery is paused (401/403; logged). A store
         that cannot be read for a while (a database restarting) is waited for, within `timeout`; one that does not
         answer (a database that hangs) is not waited for past it, but for the 2 s its call's cancel may take.
+        Without a timeout it waits as long as that takes, through an API outage or a store that cannot be read:
+        give one where either may not end.
         `RuntimeError` from `on_failure`, which runs in the delivery thread.
         """
         self._check_usable()

@@ -21,12 +21,13 @@ The scenarios, one module each under scripts/benchmark/ (its docstring says what
   and 20 ms late (640 leads), events/s; with `--in-flight`, the SDK with other in-flight limits
 - published (`--published`): the 1.0.0 client's sequential events/s, from a throwaway virtualenv
 - enqueue: `Outbox.track_lead` on the caller's thread, µs per call (median, p99), "process" (also from a
-  coroutine), "power" and ":memory:"; analytics (`--analytics`): Segment's `track()` and PostHog's `capture()`
-  in the same rounds
+  coroutine, and while its thread delivers flat out), "power" and ":memory:"; analytics (`--analytics`):
+  Segment's `track()` and PostHog's `capture()` in the same rounds
 - delivery: an `Outbox` with `rate_limit=None` delivering 1,000 stored events, events/s, against sequential
   `CMSClient.track_lead` calls/s
 - backfill: `import_events` on a generated CSV of 1,000,000 rows (20,000 with --quick), once per run
-- imports: fresh interpreters, `-X importtime` and wall time of `import httpx` / `cms_python`, after the rounds
+- imports: fresh interpreters, after the rounds: `from cms_python import CMSClient` timed after `import httpx`
+  in the interpreter; `-X importtime` and wall time of `import httpx` / `cms_python`
 - postgres: the PostgreSQL outbox on a throwaway server: enqueue, `within(connection).track_sale` against the
   app's own INSERT in its transaction, and delivery by 1 and by 3 processes; skipped, with a line saying so,
   without PostgreSQL's server binaries

@@ -1,7 +1,8 @@
-"""Import times, after the rounds: fresh interpreters per statement, taking turns: `-X importtime`'s cumulative ms
-of `import httpx`, `import cms_python`, `from cms_python import AsyncCMSClient`; the goal reads the minimums
-(`import cms_python` <= `import httpx` + 20 ms); also `python -c "import X"` wall time minus an empty
-interpreter's (start-up as a CLI feels it, teardown too).
+"""Import times, after the rounds: fresh interpreters per statement, taking turns. The goal: `from cms_python
+import CMSClient` timed inside an interpreter that imported httpx first (what the SDK adds to a program that has
+httpx; stable to a millisecond), minimum <= 20 ms. Also `-X importtime`'s cumulative ms of `import httpx`,
+`import cms_python`, `from cms_python import AsyncCMSClient` (sums that swing by tens of ms on a busy machine),
+and `python -c "import X"` wall time minus an empty interpreter's (start-up as a CLI feels it, teardown too).
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ class ImportTimes:
         "async": ("from cms_python import AsyncCMSClient", ("cms_python", "cms_python._async_client")),
     }
 
+    #: The SDK's import, timed in the interpreter after httpx's.
+    after_httpx = (
+        "import time, httpx; start = time.perf_counter(); from cms_python import CMSClient; "
+        "print((time.perf_counter() - start) * 1000)"
+    )
+
     def __init__(self, samples: int, directory: Path) -> None:
         self.samples = samples
         self.environment = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
@@ -67,11 +74,19 @@ class ImportTimes:
             raise RuntimeError(f"no -X importtime line for {', '.join(sorted(missing))}")
         return sum(cumulative[module] for module in modules)
 
+    def _timed_after_httpx(self) -> float:
+        run = subprocess.run(
+            [sys.executable, "-c", self.after_httpx], check=True, env=self.environment, capture_output=True, text=True
+        )
+        return float(run.stdout)
+
     def sample(self) -> dict[str, list[float]]:
-        """`samples` turns of: an empty interpreter's wall time, then each statement's wall time and importtime."""
-        times: dict[str, list[float]] = {"empty": []}
+        """`samples` turns of: an empty interpreter's wall time, the SDK's import after httpx's, then each
+        statement's wall time and importtime."""
+        times: dict[str, list[float]] = {"empty": [], "after_httpx": []}
         for _ in range(self.samples):
             times["empty"].append(self._wall("pass"))
+            times["after_httpx"].append(self._timed_after_httpx())
             for name, (statement, modules) in self.statements.items():
                 times.setdefault(f"{name}_wall", []).append(self._wall(statement))
                 times.setdefault(f"{name}_importtime", []).append(self._importtime(statement, modules))
@@ -84,6 +99,7 @@ class Imports(Scenario):
         self._samples = settings.import_samples
         self._directory = directory
         self.measures = {
+            "import_after_httpx": Measure("from cms_python import CMSClient, after import httpx", "ms", IMPORTS),
             "import_httpx": Measure("import httpx (-X importtime)", "ms", IMPORTS),
             "import_cms_python": Measure("import cms_python (-X importtime)", "ms", IMPORTS),
             "import_async": Measure("from cms_python import AsyncCMSClient (-X importtime)", "ms", IMPORTS),
@@ -96,6 +112,7 @@ class Imports(Scenario):
         print("imports", file=sys.stderr, flush=True)
         times = ImportTimes(self._samples, self._directory).sample()
         empty = statistics.median(times["empty"])
+        self.measures["import_after_httpx"].samples = times["after_httpx"]
         self.measures["import_httpx"].samples = times["httpx_importtime"]
         self.measures["import_cms_python"].samples = times["cms_python_importtime"]
         self.measures["import_async"].samples = times["async_importtime"]
@@ -104,5 +121,5 @@ class Imports(Scenario):
         self.measures["wall_cms_python"].samples = [value - empty for value in times["cms_python_wall"]]
 
     def goals(self, measures: Mapping[str, Measure]) -> list[Goal]:
-        extra = measures["import_cms_python"].minimum - measures["import_httpx"].minimum
-        return [Goal("import cms_python - import httpx (importtime, minimum)", extra, 20.0, "ms", False)]
+        after_httpx = measures["import_after_httpx"].minimum
+        return [Goal("from cms_python import CMSClient after import httpx, minimum", after_httpx, 20.0, "ms", False)]

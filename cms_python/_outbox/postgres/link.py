@@ -130,7 +130,10 @@ class Link:
             if connection is not None and (connection.broken or connection.closed):
                 self.close()
             if self._overdue:
-                raise StorageError(_no_answer(self._allowed)) from None
+                # Cancelled at the server, the statement did nothing; cut off, it may yet have done its part.
+                cancelled = isinstance(exc, psycopg.errors.QueryCanceled)
+                outcome = "cancelled" if cancelled else "what was sent may yet be done"
+                raise StorageError(f"{_no_answer(self._allowed)} ({outcome})") from None
             raise StorageError(self._scrub(str(exc).strip())) from None
 
     def forget_in_child(self) -> None:

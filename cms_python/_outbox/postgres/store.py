@@ -426,7 +426,8 @@ class PostgresStore:
             lambda connection: connection.execute(
                 f"SELECT {sql.COLUMNS} FROM cms_outbox_events WHERE {where} AND state = 'failed' ORDER BY seq",  # noqa: S608
                 parameters,
-            ).fetchall()
+            ).fetchall(),
+            bounded=False,  # an admin's look, as long as its rows take
         )
         return [StoredEvent(*row) for row in rows]
 
