@@ -7,8 +7,7 @@ acts on its `Decision`: `Wait` and send again, or stop with `Done` / `GaveUp`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -22,22 +21,20 @@ from ._types import TrackError, TrackResult, TrackSuccess
 logger = sdk_logger("cms_python")
 
 
-@dataclass(frozen=True, slots=True)
-class Wait:
+# Decisions are NamedTuples, not dataclasses: a dataclass costs ~0.3 ms of `import cms_python` apiece.
+class Wait(NamedTuple):
     """Send the same request again after `seconds`."""
 
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class Done:
+class Done(NamedTuple):
     """The API recorded the event."""
 
     result: TrackSuccess
 
 
-@dataclass(frozen=True, slots=True)
-class GaveUp:
+class GaveUp(NamedTuple):
     """No more attempts. `retryable`: the same request may succeed later (network failure, timeout, 408, 429,
     5xx, including a `Retry-After` longer than the SDK waits for); False: it never will as it is (another 4xx,
     an invalid response). `retry_after`: the wait the server asked for, if it did."""

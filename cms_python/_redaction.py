@@ -31,8 +31,8 @@ LIBRARY_LOGGERS = (
     "httpcore.socks",
 )
 # Characters no encoder escapes (RFC 3986's unreserved ones): every echoed form of the token holds its runs of
-# these as they are.
-_PLAIN = re.compile(r"[A-Za-z0-9\-._~]+")
+# these as they are. Compiled by `re`'s cache when a token is first seen, not by `import cms_python`.
+_PLAIN = r"[A-Za-z0-9\-._~]+"
 # How deeply nested escaping can get before a backslash run is no longer taken for an escaped token character.
 _MAX_BACKSLASHES = 8
 _T = TypeVar("_T")
@@ -45,7 +45,7 @@ class _Secret:
 
     def __init__(self, token: str) -> None:
         # The token's longest plain run is in every form: a text without it needs no regular expression.
-        self._marker = max(_PLAIN.findall(token), key=len, default="")
+        self._marker = max(re.findall(_PLAIN, token), key=len, default="")
         self._pattern = _Pattern(token)
 
     def might_be_in(self, text: str) -> bool:
@@ -68,14 +68,14 @@ class _Pattern:
     def compiled(self) -> re.Pattern[str]:
         with self._lock:
             if self._compiled is None:
-                parts = re.findall(r"[A-Za-z0-9\-._~]+|.", self._token, re.DOTALL)
+                parts = re.findall(f"{_PLAIN}|.", self._token, re.DOTALL)
                 self._compiled = re.compile("".join(_forms(part) for part in parts))
             return self._compiled
 
 
 def _forms(part: str) -> str:
     """A regular expression for a run of plain characters (itself), or one other character's encodings."""
-    if _PLAIN.fullmatch(part):
+    if re.fullmatch(_PLAIN, part):
         return re.escape(part)
     code = ord(part)
     hex_digits = "".join(f"[{digit}{digit.upper()}]" if digit.isalpha() else digit for digit in f"{code:02x}")

@@ -18,8 +18,9 @@ INITIAL_DELAY = 0.5
 MAX_DELAY = 8.0
 #: The longest `Retry-After` the SDK waits for; a longer one ends the call with the error dict instead.
 MAX_RETRY_AFTER = 60.0
-# RFC 9110's delay-seconds is 1*DIGIT; a fraction and a sign are tolerated, surrounding spaces too.
-_SECONDS = re.compile(r"[ \t]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[ \t]*")
+# RFC 9110's delay-seconds is 1*DIGIT; a fraction and a sign are tolerated, surrounding spaces too. Compiled by
+# `re`'s cache at the first Retry-After, not by `import cms_python`.
+_SECONDS = r"[ \t]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[ \t]*"
 
 
 def is_retryable_exception(exc: httpx.HTTPError) -> bool:
@@ -70,7 +71,7 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 def _number(text: str) -> float | None:
     # Decimal ASCII digits only: float() would also read "0_1" as 1, "1e3", "infinity" and non-ASCII digits.
-    if not _SECONDS.fullmatch(text):
+    if not re.fullmatch(_SECONDS, text):
         return None
     value = float(text)
     # Too many digits are infinite, not a wait; negative waits mean "now".
