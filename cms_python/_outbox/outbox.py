@@ -404,19 +404,22 @@ class Outbox:
 
     def stats(self) -> dict[str, int | bool]:
         """`{"pending", "failed", "delivered", "paused"}`: counts for the whole store (`delivered`: ever), and
-        whether this process's delivery is paused."""
+        whether this process's delivery is paused. `StorageError` when the store cannot be read (a database
+        down): unlike `track_*`, these admin calls raise."""
         self._check_usable()
         counts: dict[str, int | bool] = dict(self._store.counts())
         counts["paused"] = self._delivery is not None and self._delivery.paused
         return counts
 
     def failed(self) -> list[FailedEvent]:
-        """The events that failed for good (refused by the API, or expired), oldest first, with their last result."""
+        """The events that failed for good (refused by the API, or expired), oldest first, with their last result.
+        `StorageError` when the store cannot be read."""
         self._check_usable()
         return [failed_event(event, json.loads(event.result or "null")) for event in self._store.failed_events()]
 
     def retry_failed(self) -> int:
-        """Queue every failed event again (same idempotency key); returns how many."""
+        """Queue every failed event again (same idempotency key); returns how many. `StorageError` when the store
+        cannot be written."""
         self._check_usable()
         count = self._store.retry_failed()
         if count:
@@ -424,7 +427,7 @@ class Outbox:
         return count
 
     def purge_failed(self) -> int:
-        """Delete every failed event; returns how many."""
+        """Delete every failed event; returns how many. `StorageError` when the store cannot be written."""
         self._check_usable()
         return self._store.purge_failed()
 
