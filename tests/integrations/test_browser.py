@@ -179,6 +179,16 @@ def cookies_for_javascript(browser: WebDriver) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in pairs if pair)
 
 
+def stored_cookie(browser: WebDriver) -> dict[str, Any]:
+    """The `cms_rf` cookie as Chromium keeps it (DevTools' `Network.getCookies`). Unlike WebDriver's `get_cookie`,
+    which says "Lax" for a cookie set without SameSite too (Chromium's default, which other browsers don't apply),
+    it has `sameSite` only when the Set-Cookie said so."""
+    (cookie,) = [
+        cookie for cookie in browser.execute_cdp_cmd("Network.getCookies", {})["cookies"] if cookie["name"] == "cms_rf"
+    ]
+    return dict(cookie)
+
+
 @dataclass
 class Shop:
     """An example served on `origin`."""
@@ -306,6 +316,8 @@ def test_a_visitor_from_an_ad_signs_up_and_the_lead_has_the_click_id(
         False,  # the snippet must read it
     )
     assert abs(cookie["expiry"] - (time.time() + DEFAULT_COOKIE_MAX_AGE)) < 3600
+    # SameSite=Lax said, not Chromium's default for a cookie without it.
+    assert stored_cookie(browser).get("sameSite") == "Lax"
     assert cookies_for_javascript(browser)["cms_rf"] == click_id
 
     assert shop.sign_up(browser) == {"signed_up": EMAIL, "tracked": True}
@@ -322,6 +334,7 @@ def test_over_https_the_cookie_is_secure(browser: WebDriver, ad_site: AdSite, sh
     cookie = browser.get_cookie("cms_rf")
     assert cookie is not None
     assert (cookie["value"], cookie["sameSite"], cookie["secure"], cookie["httpOnly"]) == (click_id, "Lax", True, False)
+    assert stored_cookie(browser).get("sameSite") == "Lax"
     assert cookies_for_javascript(browser)["cms_rf"] == click_id
     assert shop.sign_up(browser) == {"signed_up": EMAIL, "tracked": True}
     assert shops.lead_of(click_id).customer_external_id == EMAIL
@@ -361,6 +374,23 @@ def test_first_click_the_first_ad_click_is_kept(
     assert shops.leads(second) == []
 
 
+@pytest.mark.parametrize("example", EXAMPLE_NAMES)
+def test_a_click_landing_deeper_in_the_site_keeps_the_click_id_for_the_whole_site(
+    browser: WebDriver, ad_site: AdSite, shops: Shops, example: str
+) -> None:
+    """A tracked link may land on any page: the cookie is the whole site's (`Path=/`), not only that page's folder
+    (a cookie without a Path), so the signup from `/` has the click id. The examples have no such page: a 404,
+    which the adapters give the cookie too."""
+    shop = shops.get(example)
+    click_id = f"{example}_deep_1"
+    click_ad(browser, ad_site, f"{shop.origin}/products/shoes?cms_rf={click_id}")
+    assert stored_cookie(browser)["path"] == "/"
+    browser.get(shop.landing(None))
+    assert shop.shown_click_id(browser) == click_id
+    assert shop.sign_up(browser) == {"signed_up": EMAIL, "tracked": True}
+    assert shops.lead_of(click_id).customer_external_id == EMAIL
+
+
 HOSTILE_CLICK_IDS = {
     **HOSTILE_QUERY_VALUES,
     "HTML breaking out of an attribute": "%22%3E%3Cscript%3Ealert(1)%3C/script%3E",
@@ -391,3 +421,26 @@ def test_a_script_tag_as_click_id_is_shown_as_text(browser: WebDriver, shops: Sh
     assert browser.execute_script("return document.scripts.length") == 0
     assert browser.title != "hacked"
     assert cookies_for_javascript(browser)["cms_rf"] == click_id
+
+
+#: `cms_rf` cookie values a page's JavaScript can write but the rules refuse.
+HOSTILE_COOKIE_VALUES = {
+    "space": "a b",
+    "double quote": 'a"b',
+    "backslash": "a\\b",
+    "256 characters": "x" * 256,
+}
+
+
+@pytest.mark.parametrize("example", EXAMPLE_NAMES)
+def test_a_hostile_cookie_is_no_click_id(browser: WebDriver, shops: Shops, example: str) -> None:
+    """A `cms_rf` cookie the rules refuse, written by the page's JavaScript (not by the shop), is no click id: the
+    landing page shows none and the signup is not tracked, with that value or any other."""
+    shop = shops.get(example)
+    browser.get(shop.landing(None))
+    for name, value in HOSTILE_COOKIE_VALUES.items():
+        browser.execute_script("document.cookie = arguments[0]", f"cms_rf={value}; Path=/; SameSite=Lax")
+        assert cookies_for_javascript(browser)["cms_rf"] == value, name  # Chromium kept it: the request has it
+        browser.get(shop.landing(None))
+        assert shop.shown_click_id(browser) is None, name
+        assert shop.sign_up(browser) == {"signed_up": EMAIL, "tracked": False}, name
