@@ -35,6 +35,8 @@ _LOCAL_PART = rf"(?:{_ATEXT}+(?:\.{_ATEXT}+)*|{_QUOTED_STRING})"
 @cache
 def _mailbox() -> re.Pattern[str]:
     # Compiled on first use: its wide character classes take ~30 ms to compile, which `import cms_python` would pay.
+    # Kept by @cache, not left to `re`'s own cache as the SDK's small patterns are: that cache is bounded, and an
+    # app's other patterns could evict this one, to cost 30 ms again.
     # An address literal's content is checked apart: `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
     return re.compile(rf"{_LOCAL_PART}@(?:{_SUB_DOMAIN}(?:\.{_SUB_DOMAIN})*|\[(?P<literal>[^\[\]\\]*)\])")
 
