@@ -207,8 +207,7 @@ class SQLiteStore:
     def _open(self, durability: str) -> None:
         try:
             self._check()  # before anything is written: a file that is not an outbox is left untouched
-            # WAL: a commit appends to the log, and readers never block the writer.
-            self.connection.execute("PRAGMA journal_mode = WAL")
+            self._switch_to_wal()
             self._tune(self.connection)
             with self.transaction():
                 version = self._check()  # checked again: another process may have set it up meanwhile
@@ -226,6 +225,22 @@ class SQLiteStore:
                 f"{self.label} is not a readable CutMeShort outbox ({exc}); it was left as it is. "
                 "Move it away to start a new outbox: the events in it may still be recoverable."
             ) from None
+
+    def _switch_to_wal(self) -> None:
+        """WAL: a commit appends to the log, and readers never block the writer.
+
+        The switch of a new file upgrades a read lock to a write lock, which SQLite refuses at once, without the
+        busy timeout, while another connection holds the write lock: another process setting up the same new file
+        meanwhile. Tried again until `BUSY_TIMEOUT`; once the file is in WAL, the switch takes no lock."""
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            try:
+                self.connection.execute("PRAGMA journal_mode = WAL").fetchall()
+                return
+            except sqlite3.OperationalError as exc:
+                if str(exc) != "database is locked" or time.monotonic() >= deadline:  # SQLITE_BUSY, on 3.10 too
+                    raise
+            time.sleep(0.005)
 
     def _fill_fingerprints(self) -> None:
         """In the migration from version 1: the content hash of each event stored without one."""

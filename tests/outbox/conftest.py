@@ -1,9 +1,13 @@
 """What the outbox tests share: each store as a target (`new_target`: a new file, or a new schema of the test
-PostgreSQL server), outboxes on a fake clock (`make`), and the record of what was sent when (`Recorder`)."""
+PostgreSQL server), outboxes on a fake clock (`make`), the record of what was sent when (`Recorder`), and
+processes running `tests/outbox/child.py` (`child`, `finish`)."""
 
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +21,7 @@ from cms_python._outbox.store import NewEvent
 from cms_python.testing import Sandbox
 
 from ..conftest import LEAD, SALE
+from ..support import ROOT
 from ..support.clock import FakeClock
 
 
@@ -44,6 +49,45 @@ def new_target(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], s
         return request.getfixturevalue("postgres").new_url  # type: ignore[no-any-return]
     numbers = itertools.count()
     return lambda: str(tmp_path / f"outbox{next(numbers)}.sqlite3")
+
+
+#: The type of the `child` fixture.
+Child = Callable[..., subprocess.Popen[str]]
+
+
+@pytest.fixture
+def child() -> Iterator[Child]:
+    """`child(MODE, TARGET, HOST, *ARGS)`: a process running `tests/outbox/child.py`, its output piped. Any still
+    running when the test ends is killed, and each is reaped and its pipe closed: a failed test leaves no process
+    sending to a later test's server, nor a pipe whose late collection fails a later test's warnings check."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.outbox.child", *args], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 120) -> list[str]:
+    """The lines a child printed, once it exited with status 0 within `timeout` seconds."""
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output
+    return output.splitlines()
+
+
+def summary(process: subprocess.Popen[str], timeout: float = 120) -> dict[str, Any]:
+    """The JSON a child printed last (what it flushed, its outbox's stats), once it exited with status 0."""
+    return json.loads(finish(process, timeout)[-1])  # type: ignore[no-any-return]
 
 
 @pytest.fixture

@@ -122,6 +122,36 @@ def test_another_sqlite_database_is_refused_and_left_alone(tmp_path: Path) -> No
     assert path.read_bytes() == before
 
 
+def test_a_new_file_another_process_is_setting_up_is_waited_for(tmp_path: Path) -> None:
+    """Two processes opening a new outbox at once: the second's switch to WAL meets the first's write lock, which
+    SQLite refuses at once rather than within its busy timeout (seen as a flaky "database is locked" in CI)."""
+    path = tmp_path / "o.sqlite3"
+    path.touch()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            "connection = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "connection.execute('BEGIN IMMEDIATE')\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(0.5)\n"
+            "connection.execute('COMMIT')\n",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "locked\n"
+        store = SQLiteStore(str(path), "process", lease=300.0)
+        store.close()
+    finally:
+        holder.communicate(timeout=30)
+    assert holder.returncode == 0
+
+
 def test_a_file_from_a_newer_version_is_refused(make, tmp_path: Path) -> None:
     path = tmp_path / "o.sqlite3"
     outbox, _ = make(path)

@@ -40,7 +40,7 @@ from ..support.postgres import REQUIRED, PostgresServer
 from ..support.servers import LoopbackServer, Reply
 from ..support.waits import wait_until
 from .child import TOKEN as CHILD_TOKEN
-from .conftest import lead, new_event, sale
+from .conftest import Child, lead, new_event, sale, summary
 
 PASSWORD = "s3cret-pw-Zq9"
 
@@ -268,23 +268,6 @@ def test_django_atomic_commit_and_rollback(url: str, database_setting: bool) -> 
 # -- a fleet is one queue -----------------------------------------------------------------------------------------
 
 
-def child(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.outbox.child", *args], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
-
-
-def finish(process: subprocess.Popen[str], timeout: float = 120) -> dict[str, Any]:
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 0, output
-    return json.loads(output.splitlines()[-1])  # type: ignore[no-any-return]
-
-
 def enqueue(url: str, events: list[tuple[str, str]], token: str = CHILD_TOKEN) -> None:
     """Store leads `(customer, key)` as the app would (one commit each), without delivering them here."""
     store = PostgresStore(url, scope=token_scope(token))
@@ -303,11 +286,11 @@ def by_key(server: LoopbackServer) -> dict[str, list[float]]:
     return times
 
 
-def test_three_processes_share_one_pace(url: str, server: LoopbackServer) -> None:
+def test_three_processes_share_one_pace(url: str, server: LoopbackServer, child: Child) -> None:
     enqueue(url, [(f"c{number}", f"k{number}") for number in range(24)])
     processes = [child("deliver", url, server.url, "600", "10") for _ in range(3)]  # 10 a second, together
     for process in processes:
-        assert finish(process)["flushed"] is True
+        assert summary(process)["flushed"] is True
     times = sorted(request.at for request in server.requests)
     assert len(times) == 24
     # Each send took the next slot of one pace, in the database's clock: 5 sends span 4 intervals at least.
@@ -315,13 +298,13 @@ def test_three_processes_share_one_pace(url: str, server: LoopbackServer) -> Non
     assert min(spans) >= 4 * 0.1 - 0.05, spans
 
 
-def test_a_429_seen_by_one_process_holds_every_process(url: str, server: LoopbackServer) -> None:
+def test_a_429_seen_by_one_process_holds_every_process(url: str, server: LoopbackServer, child: Child) -> None:
     enqueue(url, [(f"c{number}", f"k{number}") for number in range(60)])
     server.queue(*[Reply(delay=0.02)] * 9, Reply(status=429, headers={"Retry-After": "2"}))
     server.default = Reply(delay=0.02)
     processes = [child("deliver", url, server.url, "0", "10") for _ in range(3)]  # unpaced
     for process in processes:
-        assert finish(process)["flushed"] is True
+        assert summary(process)["flushed"] is True
     throttled = server.requests[9].at  # the replies go in the order the requests came
     # Requests already on their way when the 429 came may still arrive; then nothing until Retry-After passed.
     during = [request.at - throttled for request in server.requests if 0.5 < request.at - throttled < 1.9]
@@ -329,7 +312,9 @@ def test_a_429_seen_by_one_process_holds_every_process(url: str, server: Loopbac
     assert len(by_key(server)) == 60
 
 
-def test_a_customer_s_events_go_in_commit_order_across_processes(url: str, server: LoopbackServer) -> None:
+def test_a_customer_s_events_go_in_commit_order_across_processes(
+    url: str, server: LoopbackServer, child: Child
+) -> None:
     # Two app connections commit the events of five customers by turns; three processes deliver, with 503s that
     # make some events wait for a retry while others go ahead.
     scope = token_scope(CHILD_TOKEN)
@@ -349,7 +334,7 @@ def test_a_customer_s_events_go_in_commit_order_across_processes(url: str, serve
     server.queue(*[Reply(status=503) if number % 7 == 3 else Reply() for number in range(40)])
     processes = [child("deliver", url, server.url, "0", "10") for _ in range(3)]
     for process in processes:
-        assert finish(process)["flushed"] is True
+        assert summary(process)["flushed"] is True
     delivered: defaultdict[str, list[str]] = defaultdict(list)
     for number, request in enumerate(server.requests):
         if number < 40 and number % 7 == 3:  # answered 503: sent again later
@@ -371,7 +356,9 @@ def test_overlapping_transactions_of_one_customer_go_in_commit_order(
     assert sent_names(cms_sandbox) == ["second_id_committed_first", "first_id_committed_second"]
 
 
-def test_a_process_killed_mid_send_is_taken_over_with_the_same_key(url: str, server: LoopbackServer) -> None:
+def test_a_process_killed_mid_send_is_taken_over_with_the_same_key(
+    url: str, server: LoopbackServer, child: Child
+) -> None:
     enqueue(url, [(f"c{number}", f"k{number}") for number in range(10)])
     server.default = Reply(delay=0.15)  # within the children's 0.25 s read timeout
     doomed = child("deliver", url, server.url, "0", "3")
@@ -379,13 +366,13 @@ def test_a_process_killed_mid_send_is_taken_over_with_the_same_key(url: str, ser
     doomed.send_signal(signal.SIGKILL)
     doomed.communicate()
     server.default = Reply()
-    assert finish(child("deliver", url, server.url, "0", "3"))["flushed"] is True
+    assert summary(child("deliver", url, server.url, "0", "3"))["flushed"] is True
     sent = Counter({key: len(times) for key, times in by_key(server).items()})
     assert sorted(sent) == sorted(f"k{number}" for number in range(10))
     assert sum(sent.values()) - 10 <= 1  # only the event on the wire when it died may go twice, same key
 
 
-def test_a_hung_process_loses_its_claims_after_the_lease(url: str, server: LoopbackServer) -> None:
+def test_a_hung_process_loses_its_claims_after_the_lease(url: str, server: LoopbackServer, child: Child) -> None:
     enqueue(url, [(f"c{number}", f"k{number}") for number in range(10)])
     server.default = Reply(delay=0.15)  # within the children's 0.25 s read timeout
     hung = child("deliver", url, server.url, "0", "3")
@@ -394,22 +381,24 @@ def test_a_hung_process_loses_its_claims_after_the_lease(url: str, server: Loopb
         hung.send_signal(signal.SIGSTOP)
         started = time.monotonic()
         rescuer = child("deliver", url, server.url, "0", "3")
-        outcome = finish(rescuer)
+        outcome = summary(rescuer)
         assert outcome["flushed"] is True
         assert time.monotonic() - started >= 2  # not before the 3 s lease ran out (less the wait to start)
     finally:
         hung.send_signal(signal.SIGCONT)
-    finish(hung)
+    summary(hung)
     sent = Counter({key: len(times) for key, times in by_key(server).items()})
     assert sorted(sent) == sorted(f"k{number}" for number in range(10))
     assert sum(sent.values()) - 10 <= 1  # the one in flight when it hung; its later claims it no longer holds
 
 
-def test_many_processes_starting_on_an_empty_database(postgres: PostgresServer, server: LoopbackServer) -> None:
+def test_many_processes_starting_on_an_empty_database(
+    postgres: PostgresServer, server: LoopbackServer, child: Child
+) -> None:
     target = postgres.new_url()
     processes = [child("enqueue-and-flush", target, server.url, str(number), str(number + 1)) for number in range(8)]
     for process in processes:
-        outcome = finish(process)
+        outcome = summary(process)
         assert outcome["flushed"] is True
     assert len(by_key(server)) == 8
     with psycopg.connect(target) as connection:

@@ -10,8 +10,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -23,26 +21,11 @@ import pytest
 from cms_python._outbox.outbox import open_store
 from cms_python._outbox.store import LEASE
 
-from ..support import ROOT
 from ..support.servers import LoopbackServer, Reply
 from .child import EVENTS, TOKEN
+from .conftest import Child, finish, summary
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork and POSIX signals")
-
-
-def child(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.outbox.child", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(process: subprocess.Popen[str], timeout: float = 120) -> list[str]:
-    output, _ = process.communicate(timeout=timeout)
-    assert process.returncode == 0, output
-    return output.splitlines()
 
 
 def received(server: LoopbackServer) -> dict[str, list[bytes]]:
@@ -64,7 +47,9 @@ def pending_in(target: str | Path) -> int:
         store.close()
 
 
-def test_kill_9_loses_no_acknowledged_event(server: LoopbackServer, new_target: Callable[[], str]) -> None:
+def test_kill_9_loses_no_acknowledged_event(
+    server: LoopbackServer, new_target: Callable[[], str], child: Child
+) -> None:
     path = new_target()
     server.default = Reply(delay=0.01)  # a slow API: events pile up, and kills land during delivery too
     seed = random.randrange(1 << 30)
@@ -92,10 +77,9 @@ def test_kill_9_loses_no_acknowledged_event(server: LoopbackServer, new_target: 
     assert start < EVENTS, "every round enqueued everything: kill earlier"
     server.default = Reply()
     # A fresh process: enqueues the rest, delivers what the killed ones left (their claims are freed at once).
-    lines = finish(child("enqueue-and-flush", path, server.url, str(start), str(EVENTS)))
-    summary = json.loads(lines[-1])
-    assert summary["flushed"] is True
-    assert (summary["pending"], summary["failed"]) == (0, 0)
+    outcome = summary(child("enqueue-and-flush", path, server.url, str(start), str(EVENTS)))
+    assert outcome["flushed"] is True
+    assert (outcome["pending"], outcome["failed"]) == (0, 0)
 
     bodies = received(server)
     missing = [index for index in sorted(acknowledged) if f"key-{index}" not in bodies]
@@ -108,14 +92,14 @@ def test_kill_9_loses_no_acknowledged_event(server: LoopbackServer, new_target: 
 
 
 def test_two_processes_on_one_target_send_each_event_once(
-    server: LoopbackServer, new_target: Callable[[], str]
+    server: LoopbackServer, new_target: Callable[[], str], child: Child
 ) -> None:
     path = new_target()
     server.default = Reply(delay=0.001)
     first = child("enqueue-and-flush", path, server.url, "0", "1000")
     second = child("enqueue-and-flush", path, server.url, "1000", "2000")
     for process in (first, second):
-        assert json.loads(finish(process)[-1])["flushed"] is True
+        assert summary(process)["flushed"] is True
     counts = Counter({key: len(sent) for key, sent in received(server).items()})
     assert len(counts) == 2000
     assert set(counts.values()) == {1}
@@ -124,7 +108,7 @@ def test_two_processes_on_one_target_send_each_event_once(
 
 @pytest.mark.parametrize("where", ["target", "memory"])
 def test_fork_gives_the_child_its_own_outbox_and_no_event_is_sent_twice(
-    server: LoopbackServer, new_target: Callable[[], str], where: str
+    server: LoopbackServer, new_target: Callable[[], str], where: str, child: Child
 ) -> None:
     path = new_target() if where == "target" else ":memory:"
     server.default = Reply(delay=0.002)  # the parent is still delivering when it forks
@@ -132,15 +116,17 @@ def test_fork_gives_the_child_its_own_outbox_and_no_event_is_sent_twice(
     (child_start,) = [json.loads(line) for line in lines if line.startswith('{"child_pending_at_start"')]
     if where == "memory":  # the parent's queue stays the parent's
         assert child_start == {"child_pending_at_start": 0}
-    summary = json.loads(lines[-1])
-    assert summary["flushed"] is True
-    assert summary["child_status"] == 0  # the child flushed its events through its own connection and thread
+    outcome = json.loads(lines[-1])
+    assert outcome["flushed"] is True
+    assert outcome["child_status"] == 0  # the child flushed its events through its own connection and thread
     counts = Counter({key: len(sent) for key, sent in received(server).items()})
     assert sorted(counts) == sorted(f"key-{index}" for index in range(150))
     assert set(counts.values()) == {1}
 
 
-def test_an_event_queued_just_before_exit_is_delivered(server: LoopbackServer, new_target: Callable[[], str]) -> None:
+def test_an_event_queued_just_before_exit_is_delivered(
+    server: LoopbackServer, new_target: Callable[[], str], child: Child
+) -> None:
     path = new_target()
     assert finish(child("enqueue-and-exit", str(path), server.url, "5")) == ["0"]
     assert list(received(server)) == ["key-0"]
@@ -148,7 +134,7 @@ def test_an_event_queued_just_before_exit_is_delivered(server: LoopbackServer, n
 
 
 def test_exit_waits_at_most_flush_on_exit_and_the_next_process_delivers(
-    server: LoopbackServer, new_target: Callable[[], str]
+    server: LoopbackServer, new_target: Callable[[], str], child: Child
 ) -> None:
     path = new_target()
     server.default = Reply(delay=30)  # the API hangs
@@ -156,12 +142,11 @@ def test_exit_waits_at_most_flush_on_exit_and_the_next_process_delivers(
     assert finish(child("enqueue-and-exit", str(path), server.url, "0.5"), timeout=8) == ["0"]
     assert pending_in(path) == 1  # the event stays in the file, claimed by a process that is gone
     server.default = Reply()
-    lines = finish(child("enqueue-and-flush", str(path), server.url, "0", "0"), timeout=60)
-    assert json.loads(lines[-1])["flushed"] is True
+    assert summary(child("enqueue-and-flush", str(path), server.url, "0", "0"), timeout=60)["flushed"] is True
     assert pending_in(path) == 0
 
 
-def test_the_token_is_not_in_the_file(server: LoopbackServer, tmp_path: Path) -> None:
+def test_the_token_is_not_in_the_file(server: LoopbackServer, tmp_path: Path, child: Child) -> None:
     path = tmp_path / "outbox.sqlite3"
     finish(child("enqueue-and-flush", str(path), server.url, "0", "20"))
     files = [file for file in tmp_path.iterdir() if file.name.startswith("outbox.sqlite3")]
@@ -172,25 +157,19 @@ def test_the_token_is_not_in_the_file(server: LoopbackServer, tmp_path: Path) ->
         assert server.url.encode() not in content
 
 
-def test_a_batch_slower_than_the_lease_is_not_taken_over(server: LoopbackServer, new_target: Callable[[], str]) -> None:
+def test_a_batch_slower_than_the_lease_is_not_taken_over(
+    server: LoopbackServer, new_target: Callable[[], str], child: Child
+) -> None:
     # Each answer takes 0.2 s; a batch of 24 takes ~5 s, longer than the 3 s lease, which its owner must renew:
     # a second process on the file must not send any of the batch's events meanwhile.
     path = new_target()
     server.default = Reply(delay=0.2)
     owner = child("slow-batch", path, server.url, "24")
-    other = None
-    try:
-        assert owner.stdout is not None
-        assert owner.stdout.readline().strip() == "claimed"
-        other = child("enqueue-and-flush", path, server.url, "0", "0")
-        for process in (owner, other):
-            lines = finish(process, timeout=60)
-            assert json.loads(lines[-1])["flushed"] is True
-    finally:
-        for process in (owner, other):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.communicate()
+    assert owner.stdout is not None
+    assert owner.stdout.readline().strip() == "claimed"
+    other = child("enqueue-and-flush", path, server.url, "0", "0")
+    for process in (owner, other):
+        assert summary(process, timeout=60)["flushed"] is True
     counts = Counter({key: len(sent) for key, sent in received(server).items()})
     assert sorted(counts) == sorted(f"key-{index}" for index in range(24))
     assert set(counts.values()) == {1}, counts
