@@ -223,7 +223,10 @@ class Outbox:
         if not isinstance(request, TrackRequest):
             return request
         if self._forked:
-            self._reopen_after_fork()
+            try:
+                self._reopen_after_fork()
+            except (OSError, ValueError) as exc:  # the store cannot be opened again here: tried at the next call
+                return self._not_stored(exc)
         event = _new_event(request)
         try:
             stored = (self._store if through is None else through).enqueue(
@@ -232,13 +235,16 @@ class Outbox:
         except (Full, KeyReused) as refusal:
             return self._refused(refusal)
         except StorageError as exc:
-            logger.warning("CutMeShort outbox %s: an event could not be stored: %s", self._label, exc)
-            return error(f"The event could not be stored in {self._label}: {exc}", kind="storage_error")
+            return self._not_stored(exc)
         if not stored[1]:
             self._delivering()
             if through is not None:  # it polls meanwhile: not every driver says when a transaction commits
                 through.on_commit(self._delivering)
         return _queued(event, stored)
+
+    def _not_stored(self, exc: Exception) -> TrackError:
+        logger.warning("CutMeShort outbox %s: an event could not be stored: %s", self._label, exc)
+        return error(f"The event could not be stored in {self._label}: {exc}", kind="storage_error")
 
     def _enqueue_many(self, requests: Sequence[TrackRequest[Any]]) -> list[OutboxResult]:
         """For `import_events`: the requests stored in one transaction, so one commit; their results in order.
@@ -448,13 +454,14 @@ class Outbox:
         with self._start_lock:
             if not self._forked:
                 return
+            store = self._store.reopened()  # first: if it raises, nothing has changed
             _ABANDONED.append(self._store)
+            self._store = store
             if self._own_client:
                 inherited = self._client
                 _ABANDONED.append(inherited)
                 self._client = CMSClient(inherited._token, inherited.host, timeout=inherited.timeout)
                 self._settings.send = self._client._deliver
-            self._store = self._store.reopened()
         self._set_up_process()
         if self._store.counts()["pending"]:
             self._delivering()

@@ -206,17 +206,12 @@ class SQLiteStore:
 
     def _open(self, durability: str) -> None:
         try:
-            self._check()  # before anything is written: a file that is not an outbox is left untouched
+            # Before anything is written: a file that is not an outbox is left untouched.
+            up_to_date = self._check() == SCHEMA_VERSION
             self._switch_to_wal()
             self._tune(self.connection)
-            with self.transaction():
-                version = self._check()  # checked again: another process may have set it up meanwhile
-                if version < SCHEMA_VERSION:
-                    for statement in _statements(_MIGRATIONS[version]):
-                        self.connection.execute(statement)
-                    self._fill_fingerprints()
-                    self._promote()
-                    self._set_identity()
+            if not up_to_date:  # an outbox in use is opened without the write lock
+                self._set_up()
             self.connection.execute("SELECT value FROM counters").fetchall()
         except sqlite3.OperationalError as exc:
             raise OSError(f"Cannot open the outbox {self.label}: {exc}") from None
@@ -225,6 +220,17 @@ class SQLiteStore:
                 f"{self.label} is not a readable CutMeShort outbox ({exc}); it was left as it is. "
                 "Move it away to start a new outbox: the events in it may still be recoverable."
             ) from None
+
+    def _set_up(self) -> None:
+        """Create the tables of a new file, or bring an older file's up to `SCHEMA_VERSION`."""
+        with self.transaction():
+            version = self._check()  # checked again, under the write lock: another process may have done it
+            if version < SCHEMA_VERSION:
+                for statement in _statements(_MIGRATIONS[version]):
+                    self.connection.execute(statement)
+                self._fill_fingerprints()
+                self._promote()
+                self._set_identity()
 
     def _switch_to_wal(self) -> None:
         """WAL: a commit appends to the log, and readers never block the writer.
@@ -282,10 +288,11 @@ class SQLiteStore:
     def _check(self) -> int:
         """The file's schema version (0: an empty file, a new outbox); `ValueError` for a file this SDK cannot
         read."""
-        connection = self.connection
-        application_id = connection.execute("PRAGMA application_id").fetchone()[0]
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        objects = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        # One statement, so one snapshot: read apart, they may straddle another process setting the file up.
+        application_id, version, objects = self.connection.execute(
+            "SELECT (SELECT application_id FROM pragma_application_id), "
+            "(SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_master)"
+        ).fetchone()
         if application_id == 0 and version == 0 and objects == 0:
             return 0
         if application_id != APPLICATION_ID:
@@ -693,6 +700,12 @@ class SQLiteStore:
             return self.connection.execute("DELETE FROM events WHERE state = 'failed'").rowcount
 
     def reopened(self) -> SQLiteStore:
+        if self.path != MEMORY:
+            # SQLite keeps a file's locks per process, in memory, and the child inherited that record but not the
+            # locks; while it lasts, a new connection here takes none, and the parent's close, as the file's last
+            # user, would delete the -wal and -shm under the child. Closing here deletes nothing while the parent
+            # has the file open: it holds its lock.
+            self.close()
         # A ":memory:" queue starts empty: its events stay the parent's to deliver.
         return SQLiteStore(self.path, self._durability, lease=self.lease)
 

@@ -8,7 +8,6 @@ import json
 import os
 import threading
 import time
-import warnings
 from typing import Any
 
 import pytest
@@ -16,17 +15,11 @@ import pytest
 from cms_python import CMSClient, _redaction
 
 from ..conftest import LEAD, key_of
+from ..support.processes import fork
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="this platform does not fork")
 
 CHILDREN = 4
-
-
-def fork() -> int:
-    with warnings.catch_warnings():
-        # Python 3.12+ warns that forking a multi-threaded process (the test server's) may deadlock the child.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return os.fork()
 
 
 def call_in_child(face: Any, client: Any, writer: int) -> None:

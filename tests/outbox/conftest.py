@@ -4,6 +4,7 @@ processes running `tests/outbox/child.py` (`child`, `finish`)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import subprocess
@@ -23,6 +24,7 @@ from cms_python.testing import Sandbox
 from ..conftest import LEAD, SALE
 from ..support import ROOT
 from ..support.clock import FakeClock
+from ..support.processes import started
 
 
 class Recorder:
@@ -57,25 +59,12 @@ Child = Callable[..., subprocess.Popen[str]]
 
 @pytest.fixture
 def child() -> Iterator[Child]:
-    """`child(MODE, TARGET, HOST, *ARGS)`: a process running `tests/outbox/child.py`, its output piped. Any still
-    running when the test ends is killed, and each is reaped and its pipe closed: a failed test leaves no process
-    sending to a later test's server, nor a pipe whose late collection fails a later test's warnings check."""
-    started: list[subprocess.Popen[str]] = []
-
-    def start(*args: str) -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.outbox.child", *args], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    """`child(MODE, TARGET, HOST, *ARGS)`: a process running `tests/outbox/child.py`, its output piped; killed if
+    still running when the test ends, and reaped (see `started`)."""
+    with contextlib.ExitStack() as processes:
+        yield lambda *args: processes.enter_context(
+            started([sys.executable, "-m", "tests.outbox.child", *args], cwd=ROOT, stdout=subprocess.PIPE)
         )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 120) -> list[str]:

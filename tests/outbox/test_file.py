@@ -21,6 +21,7 @@ from cms_python._outbox.sqlite import SCHEMA_VERSION, SQLiteStore
 from cms_python.testing import Sandbox
 
 from ..conftest import LEAD, SALE, TOKEN
+from ..support.processes import fork
 from .conftest import lead, new_event
 
 
@@ -150,6 +151,95 @@ def test_a_new_file_another_process_is_setting_up_is_waited_for(tmp_path: Path) 
     finally:
         holder.communicate(timeout=30)
     assert holder.returncode == 0
+
+
+def test_an_outbox_set_up_by_another_process_while_this_one_looks_is_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first look at the file is one snapshot: read in three, another process could set the file up between
+    them, and a new outbox looked like another application's database."""
+    path = tmp_path / "o.sqlite3"
+    connect = sqlite3.connect
+    looked: list[str] = []
+
+    def traced(*args: object, **kwargs: object) -> sqlite3.Connection:
+        connection = connect(*args, **kwargs)  # type: ignore[arg-type]
+
+        def trace(statement: str) -> None:
+            if "user_version" in statement and not looked:  # the first look has begun
+                looked.append(statement)
+                code = "import sys; from cms_python._outbox.sqlite import SQLiteStore; SQLiteStore(sys.argv[1]).close()"
+                subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=60)
+
+        connection.set_trace_callback(trace)
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    SQLiteStore(str(path), "process", lease=300.0).close()
+    assert looked
+
+
+def test_a_forked_child_keeps_its_files_when_the_parent_closes(tmp_path: Path, closed_port: int) -> None:
+    """The child's connection takes locks of its own: else the parent, closing as the file's last user, deletes
+    the -wal and -shm under the child, and what the child writes next goes nowhere."""
+    path = tmp_path / "o.sqlite3"
+    outbox = Outbox(path, TOKEN, f"http://127.0.0.1:{closed_port}", flush_on_exit=0)
+    assert outbox.track_lead(**lead(idempotency_key="k0"))["success"]
+    results, results_in = os.pipe()
+    go_on, go_on_in = os.pipe()
+    pid = fork()
+    if pid == 0:
+        status = 1
+        try:
+            first = outbox.track_lead(**lead(idempotency_key="k1"))
+            os.write(results_in, (json.dumps(first) + "\n").encode())
+            os.read(go_on, 1)
+            second = outbox.track_lead(**lead(idempotency_key="k2"))
+            os.write(results_in, (json.dumps(second) + "\n").encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(results_in)
+    os.close(go_on)
+    with os.fdopen(results) as lines:
+        assert json.loads(lines.readline())["success"] is True
+        outbox.close(timeout=0)
+        os.write(go_on_in, b"x")
+        os.close(go_on_in)
+        second = json.loads(lines.readline())
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert second["success"] is True, second
+    with sqlite3.connect(path) as connection:
+        keys = [key for (key,) in connection.execute("SELECT idempotency_key FROM events ORDER BY seq")]
+    assert keys == ["k0", "k1", "k2"]
+
+
+def test_a_forked_child_whose_outbox_cannot_be_opened_again_gets_a_storage_error(
+    tmp_path: Path, closed_port: int
+) -> None:
+    path = tmp_path / "o.sqlite3"
+    outbox = Outbox(path, TOKEN, f"http://127.0.0.1:{closed_port}", flush_on_exit=0)
+    assert outbox.track_lead(**lead(idempotency_key="k0"))["success"]
+    results, results_in = os.pipe()
+    pid = fork()
+    if pid == 0:
+        status = 1
+        try:
+            for suffix in ("", "-wal", "-shm"):  # the outbox moved away whole, and another file in its place
+                (tmp_path / f"o.sqlite3{suffix}").rename(tmp_path / f"moved.sqlite3{suffix}")
+            path.write_text("someone's notes\n")
+            tries = [outbox.track_lead(**lead(idempotency_key=f"k{number}")) for number in (1, 2)]
+            os.write(results_in, (json.dumps(tries) + "\n").encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(results_in)
+    with os.fdopen(results) as lines:
+        tries = json.loads(lines.readline() or "null")
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    outbox.close(timeout=0)
+    assert [(result["success"], result.get("type")) for result in tries] == [(False, "storage_error")] * 2, tries
+    assert "not a readable CutMeShort outbox" in tries[0]["error"]
 
 
 def test_a_file_from_a_newer_version_is_refused(make, tmp_path: Path) -> None:

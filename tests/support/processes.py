@@ -1,9 +1,11 @@
-"""Child processes for tests: started as from a terminal or as a background job, and always reaped."""
+"""Child processes for tests: started as from a terminal or as a background job, and always reaped; forks."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,3 +36,11 @@ def started(argv: list[str], *, background: bool = False, **options: Any) -> Ite
             if process.poll() is None:
                 process.kill()
     # Popen's exit closed the pipes and waited for the process.
+
+
+def fork() -> int:
+    """`os.fork()`, in a test process that has threads (its servers')."""
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that forking a multi-threaded process may deadlock the child.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
