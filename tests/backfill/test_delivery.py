@@ -80,6 +80,7 @@ def environment(url: str) -> dict[str, str]:
 # -- through the Python API, in-process ------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(600)  # ~25 s of CPU: 99 s on a busy 2-core machine, and past the default 120 s once
 def test_ten_thousand_rows_reach_the_sandbox_once_each_and_a_second_run_sends_nothing(tmp_path):
     sandbox = Sandbox()
     path = write_orders(tmp_path / "orders.csv", 10_000)

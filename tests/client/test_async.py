@@ -116,8 +116,10 @@ async def test_cancelled_during_backoff_sends_no_more_attempts(server, monkeypat
 
 @pytest.mark.anyio
 async def test_cancelling_some_of_many_concurrent_calls(server):
-    # Some of the cancelled calls are in flight, the others still wait for a slot.
-    server.default = Reply(delay=0.2)
+    # Some of the cancelled calls are in flight, the others still wait for a slot. The calls in flight are answered
+    # late enough that none has its answer (and frees its slot to a call that was to be cancelled waiting) before
+    # the cancellations: with 0.2 s, the last slot's request came up to 0.1 s after the first on a busy machine.
+    server.queue(*[Reply(delay=2.0)] * MAX_IN_FLIGHT)
     calls = MAX_IN_FLIGHT + 8
     async with AsyncCMSClient(token=TOKEN, host=server.url) as client:
         tasks = [

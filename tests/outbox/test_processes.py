@@ -160,16 +160,17 @@ def test_the_token_is_not_in_the_file(server: LoopbackServer, tmp_path: Path, ch
 def test_a_batch_slower_than_the_lease_is_not_taken_over(
     server: LoopbackServer, new_target: Callable[[], str], child: Child
 ) -> None:
-    # Each answer takes 0.2 s; a batch of 24 takes ~5 s, longer than the 3 s lease, which its owner must renew:
-    # a second process on the file must not send any of the batch's events meanwhile.
+    # Each answer takes 0.12 s; a batch of 32 takes ~4 s, longer than the 3 s lease, which its owner must renew:
+    # a second process on the file must not send any of the batch's events meanwhile. (Answers well within the
+    # child's 0.25 s read timeout: an attempt timed out is sent again, and the key counted twice.)
     path = new_target()
-    server.default = Reply(delay=0.2)
-    owner = child("slow-batch", path, server.url, "24")
+    server.default = Reply(delay=0.12)
+    owner = child("slow-batch", path, server.url, "32")
     assert owner.stdout is not None
     assert owner.stdout.readline().strip() == "claimed"
     other = child("enqueue-and-flush", path, server.url, "0", "0")
     for process in (owner, other):
         assert summary(process, timeout=60)["flushed"] is True
     counts = Counter({key: len(sent) for key, sent in received(server).items()})
-    assert sorted(counts) == sorted(f"key-{index}" for index in range(24))
+    assert sorted(counts) == sorted(f"key-{index}" for index in range(32))
     assert set(counts.values()) == {1}, counts

@@ -49,11 +49,31 @@ class PostgresServer:
             os.chown(self._root, user.pw_uid, user.pw_gid)
             self._as_postgres = ["runuser", "-u", "postgres", "--"]
         self.data = self._root / "data"
-        self.port = _free_port()
         self._schemas = itertools.count(1)
-        self._run("initdb", "-D", str(self.data), "--auth=trust", "--no-sync", "-U", "postgres", "-E", "UTF8")
-        self.start()
+        try:
+            self._run("initdb", "-D", str(self.data), "--auth=trust", "--no-sync", "-U", "postgres", "-E", "UTF8")
+            self._start_on_a_free_port()
+        except BaseException:
+            shutil.rmtree(self._root, ignore_errors=True)
+            raise
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _start_on_a_free_port(self) -> None:
+        """`start` on a port that was free a moment before: another process (any socket bound to port 0, a
+        connection's own port) can take it first; then again on another."""
+        log = self._root / "log"
+        for attempt in itertools.count(1):
+            self.port = _free_port()
+            seen = log.stat().st_size if log.exists() else 0
+            try:
+                self.start()
+                return
+            except subprocess.CalledProcessError:
+                with log.open("rb") as lines:
+                    lines.seek(seen)
+                    taken = b"could not bind" in lines.read()
+                if not taken or attempt == 5:
+                    raise
 
     def _run(self, program: str, *arguments: str) -> None:
         subprocess.run(
