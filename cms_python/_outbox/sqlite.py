@@ -57,8 +57,9 @@ BUSY_TIMEOUT = 10.0
 #: WAL pages past which a commit checkpoints by itself: only when no delivery thread has done it (each does, every
 #: second), as a checkpoint costs an fsync.
 AUTOCHECKPOINT_PAGES = 10_000
-#: Events chained to their customers' per transaction (`_promote`).
-PROMOTE_BATCH = 5000
+#: Events chained to their customers' per transaction (`_promote`, `retry_failed`): the write lock is held about
+#: 0.1 s for each batch, and other processes' transactions go between batches.
+CHAIN_BATCH = 5000
 #: How often the delivery thread checkpoints the WAL, and forgets old deliveries.
 CHECKPOINT_EVERY = 1.0
 FORGET_EVERY = 3600.0
@@ -534,7 +535,7 @@ class SQLiteStore:
         (through,) = connection.execute("SELECT value FROM counters WHERE name = 'promoted_through'").fetchone()
         rows = connection.execute(
             "SELECT seq, customer FROM events WHERE seq > ? AND state = 'pending' ORDER BY seq LIMIT ?",
-            (through, PROMOTE_BATCH),
+            (through, CHAIN_BATCH),
         ).fetchall()
         for seq, customer in rows:
             self._chain(seq, customer)
@@ -679,19 +680,26 @@ class SQLiteStore:
     @_storage
     def retry_failed(self) -> int:
         """Move every failed event back to pending, to be sent as soon as possible: each after its customer's
-        pending events."""
-        with self.lock, self.transaction():
-            connection = self.connection
-            failed = connection.execute(
-                "SELECT seq, customer FROM events WHERE state = 'failed' ORDER BY seq"
-            ).fetchall()
-            connection.execute(
-                "UPDATE events SET state = 'pending', attempts = 0, not_before = 0, next_seq = NULL "
-                "WHERE state = 'failed'"
-            )
-            for seq, customer in failed:
-                self._chain(seq, customer)
-            return len(failed)
+        pending events. In batches of `CHAIN_BATCH`, each its own transaction."""
+        retried = 0
+        through = 0  # each event once: one retried here may be sent and fail again before the last batch
+        while True:
+            with self.lock, self.transaction():
+                connection = self.connection
+                failed = connection.execute(
+                    "SELECT seq, customer FROM events WHERE state = 'failed' AND seq > ? ORDER BY seq LIMIT ?",
+                    (through, CHAIN_BATCH),
+                ).fetchall()
+                connection.executemany(
+                    "UPDATE events SET state = 'pending', attempts = 0, not_before = 0, next_seq = NULL WHERE seq = ?",
+                    [(seq,) for seq, _ in failed],
+                )
+                for seq, customer in failed:
+                    self._chain(seq, customer)
+            if not failed:
+                return retried
+            retried += len(failed)
+            through = failed[-1][0]
 
     @_storage
     def purge_failed(self) -> int:

@@ -336,7 +336,7 @@ def test_a_claim_costs_the_same_whatever_the_backlog(tmp_path: Path, shape: str)
                 steps[0] += 1
                 return 0
 
-            for _ in range(pending // sqlite.PROMOTE_BATCH + 1):  # chains the events (a batch each), opens the reader
+            for _ in range(pending // sqlite.CHAIN_BATCH + 1):  # chains the events (a batch each), opens the reader
                 store.claim("warm-up", 1.0, 32, None)
                 store.release_owner("warm-up")
             for connection in (store.connection, store._reading()):
@@ -373,10 +373,15 @@ def test_a_file_of_the_first_schema_is_brought_up_to_date_and_delivered_in_order
     assert outbox._store.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+@pytest.mark.parametrize("batch", [2, sqlite.CHAIN_BATCH])
 @pytest.mark.parametrize("seed", range(6))
-def test_each_customer_s_chain_follows_every_change_in_order(tmp_path: Path, seed: int) -> None:
-    # Random enqueues, deliveries, failures, retries and purges: each customer's chain (its head, then next_seq)
-    # is always its pending events in the order they are to be sent, and only its head can be claimed.
+def test_each_customer_s_chain_follows_every_change_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, batch: int
+) -> None:
+    # Random enqueues, deliveries, failures, retries (in batches of `batch`) and purges: each customer's chain (its
+    # head, then next_seq) is always its pending events in the order they are to be sent, and only its head can be
+    # claimed.
+    monkeypatch.setattr(sqlite, "CHAIN_BATCH", batch)
     chance = random.Random(seed)
     store = SQLiteStore(str(tmp_path / "o.sqlite3"))
     expected: dict[str, list[int]] = {}  # customer -> pending seqs, in order
