@@ -225,7 +225,7 @@ class Outbox:
         if self._forked:
             try:
                 self._reopen_after_fork()
-            except (OSError, ValueError) as exc:  # the store cannot be opened again here: tried at the next call
+            except (OSError, ValueError, StorageError) as exc:  # the store cannot be opened again here: tried again
                 return self._not_stored(exc)
         event = _new_event(request)
         try:
@@ -450,13 +450,14 @@ class Outbox:
 
     def _reopen_after_fork(self) -> None:
         """In a forked child, on first use: connections, a claim owner and a thread of its own. The parent's
-        store and HTTP connections are left untouched (closing them here would disturb the parent's)."""
+        HTTP connections are left untouched (closing them here would disturb the parent's)."""
         with self._start_lock:
             if not self._forked:
                 return
-            store = self._store.reopened()  # first: if it raises, nothing has changed
+            store = self._store.reopened()  # first: if it raises, the next use tries again
             _ABANDONED.append(self._store)
             self._store = store
+            self._settings.clock = store.clock
             if self._own_client:
                 inherited = self._client
                 _ABANDONED.append(inherited)
@@ -521,7 +522,8 @@ def open_store(
 
 #: The outboxes of this process that are not closed: flushed at exit, reset in a forked child.
 _LIVE: weakref.WeakSet[Outbox] = weakref.WeakSet()
-#: What a forked child inherited and must neither use nor close (a connection must not cross a fork).
+#: What a forked child inherited and must not use, nor close but through `Store.forked` (a connection must not
+#: cross a fork).
 _ABANDONED: list[object] = []
 _held_for_fork: list[Outbox] = []
 
@@ -554,6 +556,7 @@ def _after_fork_in_child() -> None:
     for outbox in _held_for_fork:
         for lock in reversed(outbox._store.locks):
             lock.release()
+        outbox._store.forked()
         outbox._start_lock = threading.Lock()
         outbox._forked = True
     _held_for_fork.clear()

@@ -52,6 +52,8 @@ APPLICATION_ID = 0x434D536F
 #: The schema written here (PRAGMA user_version); a file with a higher one is from a newer SDK and refused, one
 #: with a lower one is brought up to this one when opened.
 SCHEMA_VERSION = 2
+#: The SQLite the schema needs (iif() in its triggers, the pragma functions, json_each).
+OLDEST_SQLITE = (3, 32, 0)
 #: How long a transaction waits for another process's to end before the operation fails.
 BUSY_TIMEOUT = 10.0
 #: WAL pages past which a commit checkpoints by itself: only when no delivery thread has done it (each does, every
@@ -159,10 +161,16 @@ class SQLiteStore:
     lasts.
 
     Raises `ValueError` (naming the path) when the file is not an outbox, is corrupt, or was written by a newer
-    SDK; `OSError` when it cannot be created or opened. Its methods raise `StorageError` when storage fails.
+    SDK; `OSError` when it cannot be created or opened, or when Python's SQLite is older than `OLDEST_SQLITE`. Its
+    methods raise `StorageError` when storage fails.
     """
 
     def __init__(self, path: str, durability: Literal["process", "power"] = "process", *, lease: float = LEASE) -> None:
+        if sqlite3.sqlite_version_info < OLDEST_SQLITE:
+            raise OSError(
+                f"The outbox needs SQLite {'.'.join(map(str, OLDEST_SQLITE))} or newer; this Python has "
+                f"{sqlite3.sqlite_version}. Use a Python built with a newer SQLite, or a postgresql:// target."
+            )
         self.label = path
         # Absolute: SQLite resolves the path once, at connect; the checks and the connections opened later (the
         # delivery thread's, a forked child's) must name the same file after the process changes directory.
@@ -527,7 +535,7 @@ class SQLiteStore:
             )
         return True
 
-    def _promote(self) -> None:
+    def _promote(self) -> int:
         """In a transaction: the events queued since the last time, each chained behind its customer's last pending
         one (or its customer's head), a batch at a time. A `seq` is given inside the write transaction, so events
         commit in `seq` order, and those past `promoted_through` are exactly the ones not chained yet."""
@@ -541,6 +549,7 @@ class SQLiteStore:
             self._chain(seq, customer)
         if rows:
             connection.execute("UPDATE counters SET value = ? WHERE name = 'promoted_through'", (rows[-1][0],))
+        return len(rows)
 
     def _chain(self, seq: int, customer: str) -> None:
         """In a transaction: the pending event `seq` at the end of its customer's chain."""
@@ -680,11 +689,14 @@ class SQLiteStore:
     @_storage
     def retry_failed(self) -> int:
         """Move every failed event back to pending, to be sent as soon as possible: each after its customer's
-        pending events. In batches of `CHAIN_BATCH`, each its own transaction."""
+        pending events. In batches of `CHAIN_BATCH`, each its own transaction: a failure part-way leaves the
+        earlier batches retried, and an event queued meanwhile may go before the later ones of its customer."""
         retried = 0
         through = 0  # each event once: one retried here may be sent and fail again before the last batch
         while True:
             with self.lock, self.transaction():
+                if self._promote() == CHAIN_BATCH:  # first the events queued since the last claim, in batches
+                    continue
                 connection = self.connection
                 failed = connection.execute(
                     "SELECT seq, customer FROM events WHERE state = 'failed' AND seq > ? ORDER BY seq LIMIT ?",
@@ -707,13 +719,14 @@ class SQLiteStore:
         with self.lock:
             return self.connection.execute("DELETE FROM events WHERE state = 'failed'").rowcount
 
+    def forked(self) -> None:
+        # SQLite keeps a file's locks per process, in memory: the child inherited that record, not the locks, and
+        # while the record lasts no connection of the child's takes any (the parent's close, as the file's last
+        # user, would delete the -wal and -shm under it). Closed now, while the parent has the file open and holds
+        # its lock, these copies delete nothing.
+        self.close()
+
     def reopened(self) -> SQLiteStore:
-        if self.path != MEMORY:
-            # SQLite keeps a file's locks per process, in memory, and the child inherited that record but not the
-            # locks; while it lasts, a new connection here takes none, and the parent's close, as the file's last
-            # user, would delete the -wal and -shm under the child. Closing here deletes nothing while the parent
-            # has the file open: it holds its lock.
-            self.close()
         # A ":memory:" queue starts empty: its events stay the parent's to deliver.
         return SQLiteStore(self.path, self._durability, lease=self.lease)
 

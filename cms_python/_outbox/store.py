@@ -224,9 +224,12 @@ class Store(Protocol):
     def purge_failed(self) -> int:
         """Delete every failed event (their keys are forgotten too); how many."""
 
+    def forked(self) -> None:
+        """In a forked child, at once, while no other thread exists nor was inside the store at the fork: let go of
+        what the child must not keep of the parent's connections."""
+
     def reopened(self) -> Store:
-        """In a forked child: the same target through connections of the child's own (the parent's are left
-        untouched: closing them would disturb the parent's)."""
+        """In a forked child, after `forked`: the same target through connections of the child's own."""
 
     def close(self) -> None:
         """Close the connections."""

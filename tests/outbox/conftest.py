@@ -18,7 +18,7 @@ import pytest
 
 from cms_python import CMSClient, Outbox
 from cms_python._canonical import canonical_json, content_hash
-from cms_python._outbox.store import NewEvent
+from cms_python._outbox.store import Clock, NewEvent
 from cms_python.testing import Sandbox
 
 from ..conftest import LEAD, SALE
@@ -28,9 +28,9 @@ from ..support.processes import started
 
 
 class Recorder:
-    """Wraps the outbox's send: the fake time and idempotency key of every attempt."""
+    """Wraps the outbox's send: the time on `clock` (None: `time.monotonic`) and idempotency key of every attempt."""
 
-    def __init__(self, outbox: Outbox, clock: FakeClock | None) -> None:
+    def __init__(self, outbox: Outbox, clock: Clock | None) -> None:
         self.attempts: list[tuple[float, str]] = []
         send = outbox._settings.send
 

@@ -181,9 +181,11 @@ def test_an_outbox_set_up_by_another_process_while_this_one_looks_is_opened(
 
 def test_a_forked_child_keeps_its_files_when_the_parent_closes(tmp_path: Path, closed_port: int) -> None:
     """The child's connection takes locks of its own: else the parent, closing as the file's last user, deletes
-    the -wal and -shm under the child, and what the child writes next goes nowhere."""
+    the -wal and -shm under the child, and what the child writes next goes nowhere. Two outboxes on the file in
+    the parent (an app factory called twice): the child uses one; the parent closes both."""
     path = tmp_path / "o.sqlite3"
     outbox = Outbox(path, TOKEN, f"http://127.0.0.1:{closed_port}", flush_on_exit=0)
+    other = Outbox(path, TOKEN, f"http://127.0.0.1:{closed_port}", flush_on_exit=0)
     assert outbox.track_lead(**lead(idempotency_key="k0"))["success"]
     results, results_in = os.pipe()
     go_on, go_on_in = os.pipe()
@@ -204,6 +206,7 @@ def test_a_forked_child_keeps_its_files_when_the_parent_closes(tmp_path: Path, c
     with os.fdopen(results) as lines:
         assert json.loads(lines.readline())["success"] is True
         outbox.close(timeout=0)
+        other.close(timeout=0)
         os.write(go_on_in, b"x")
         os.close(go_on_in)
         second = json.loads(lines.readline())
@@ -240,6 +243,16 @@ def test_a_forked_child_whose_outbox_cannot_be_opened_again_gets_a_storage_error
     outbox.close(timeout=0)
     assert [(result["success"], result.get("type")) for result in tries] == [(False, "storage_error")] * 2, tries
     assert "not a readable CutMeShort outbox" in tries[0]["error"]
+
+
+def test_an_sqlite_too_old_for_the_schema_is_refused_before_the_file_is_touched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(OSError, match=r"needs SQLite 3\.32\.0 or newer; this Python has 3\.31\.1"):
+        Outbox(tmp_path / "o.sqlite3", TOKEN)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_file_from_a_newer_version_is_refused(make, tmp_path: Path) -> None:
@@ -371,6 +384,23 @@ def test_a_file_of_the_first_schema_is_brought_up_to_date_and_delivered_in_order
     assert sorted(delivered) == ["k1", "k2", "k3", "k4", "k5"]
     assert [key for key in delivered if key in ("k1", "k3", "k5")] == ["k1", "k3", "k5"]
     assert outbox._store.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_retried_event_goes_after_its_customer_s_events_queued_since_the_last_claim(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "o.sqlite3"))
+    try:
+        store.enqueue(new_event("failing", "c"), now=1.0, max_pending=100)
+        (event,) = store.claim("me", 2.0, 10, None).events
+        store.failed(event, {"type": "x"}, attempted=True, now=3.0)
+        store.enqueue(new_event("queued-meanwhile", "c"), now=4.0, max_pending=100)  # not chained: no claim since
+        assert store.retry_failed() == 1
+        sent = []
+        while claimed := store.claim("me", 5.0, 10, None).events:
+            sent += [claimed_event.idempotency_key for claimed_event in claimed]
+            store.delivered(claimed, 5.0)
+        assert sent == ["queued-meanwhile", "failing"]
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("batch", [2, sqlite.CHAIN_BATCH])

@@ -460,6 +460,9 @@ class PostgresStore:
         """The condition (and its parameters) on this store's scope: every scope when opened without a token."""
         return ("true", ()) if self.scope is None else ("scope = %s", (self.scope,))
 
+    def forked(self) -> None:
+        pass  # the parent's sessions are left as they are: closing the child's copies would end them
+
     def reopened(self) -> PostgresStore:
         return PostgresStore(self._url, lease=self.lease, scope=self.scope)
 
