@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from .._backfill.run import KEPT_PROBLEMS, OUTBOX_SUFFIX
 from .._base import HOST_VARIABLE, TOKEN_VARIABLE
 from .arguments import add_command, add_connection_options, client_from, rate
 from .progress import display, duration
-from .signals import interrupt_on_signals, stop_on_signals
+from .signals import copy_to_end, interrupt_on_signals, stop_on_signals
 
 #: The exit status after Ctrl-C (128 + SIGINT), as shells report it.
 INTERRUPTED = 130
@@ -134,7 +133,7 @@ def _spooled(file: str) -> Iterator[str]:
         path = os.path.join(folder, "stdin")
         # Nothing is queued yet, and the input may never come: a signal stops the copy at once.
         with interrupt_on_signals(), open(path, "wb") as copy:
-            shutil.copyfileobj(sys.stdin.buffer, copy)
+            copy_to_end(sys.stdin.buffer, copy)
         yield path
 
 

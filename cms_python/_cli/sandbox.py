@@ -12,7 +12,7 @@ from ..testing import Sandbox
 from ..testing._summary import summary
 from .arguments import add_command, port
 from .output import write
-from .signals import stop_on_signals
+from .signals import stop_on_signals, wait_for
 
 
 def register(commands: Any) -> None:
@@ -55,7 +55,7 @@ def _sandbox(args: argparse.Namespace) -> int:
             # Quoted for the shell: an IPv6 URL's brackets are a glob pattern (zsh refuses an unmatched one).
             token = shlex.quote(args.token or "any-token")
             write(f"  export {HOST_VARIABLE}={shlex.quote(url)} {TOKEN_VARIABLE}={token}")
-            stop.wait()
+            wait_for(stop)
             write("\nStopped.")
     except KeyboardInterrupt:  # a second signal: at once, but what was recorded is still worth showing
         write("\nStopped.")

@@ -3,11 +3,20 @@ they were started."""
 
 from __future__ import annotations
 
+import io
+import os
+import select
+import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import BinaryIO
+
+#: The longest a command blocks before Python runs a signal's handler: a signal that arrives just before a blocking
+#: wait begins does not interrupt it, and its handler runs only when the wait ends (input that never comes).
+SIGNAL_CHECK = 0.5
 
 
 @contextmanager
@@ -61,3 +70,28 @@ def _handled_by(handle: Callable[[int, FrameType | None], None]) -> Iterator[Non
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def wait_for(stop: threading.Event) -> None:
+    """Until `stop` is set, in waits of `SIGNAL_CHECK` seconds at most."""
+    while not stop.wait(SIGNAL_CHECK):
+        continue
+
+
+def copy_to_end(source: BinaryIO, target: BinaryIO) -> None:
+    """Copy `source` (a file, a pipe, a terminal) to `target`, to its end, in waits for input of `SIGNAL_CHECK`
+    seconds at most."""
+    try:
+        descriptor = source.fileno()
+    except io.UnsupportedOperation:  # in memory: nothing to wait for
+        descriptor = -1
+    if descriptor < 0 or os.name != "posix":  # select() takes only sockets on Windows
+        shutil.copyfileobj(source, target)
+        return
+    while True:
+        readable, _, _ = select.select([descriptor], [], [], SIGNAL_CHECK)
+        if readable:
+            chunk = os.read(descriptor, 1 << 16)
+            if not chunk:
+                return
+            target.write(chunk)
