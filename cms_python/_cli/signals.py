@@ -84,14 +84,16 @@ def copy_to_end(source: BinaryIO, target: BinaryIO) -> None:
     try:
         descriptor = source.fileno()
     except io.UnsupportedOperation:  # in memory: nothing to wait for
-        descriptor = -1
-    if descriptor < 0 or os.name != "posix":  # select() takes only sockets on Windows
+        descriptor = None
+    if descriptor is None or os.name != "posix":  # select() takes only sockets on Windows
         shutil.copyfileobj(source, target)
         return
-    while True:
-        readable, _, _ = select.select([descriptor], [], [], SIGNAL_CHECK)
-        if readable:
-            chunk = os.read(descriptor, 1 << 16)
-            if not chunk:
-                return
-            target.write(chunk)
+    while chunk := _read_when_ready(descriptor):
+        target.write(chunk)
+
+
+def _read_when_ready(descriptor: int) -> bytes:
+    """The next bytes from `descriptor` (none at its end), waiting `SIGNAL_CHECK` seconds at most at a time."""
+    while not select.select([descriptor], [], [], SIGNAL_CHECK)[0]:
+        continue
+    return os.read(descriptor, 1 << 16)

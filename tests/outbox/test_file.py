@@ -21,7 +21,7 @@ from cms_python._outbox.sqlite import SCHEMA_VERSION, SQLiteStore
 from cms_python.testing import Sandbox
 
 from ..conftest import LEAD, SALE, TOKEN
-from ..support.processes import fork
+from ..support.processes import fork, started
 from .conftest import lead, new_event
 
 
@@ -128,29 +128,19 @@ def test_a_new_file_another_process_is_setting_up_is_waited_for(tmp_path: Path) 
     SQLite refuses at once rather than within its busy timeout (seen as a flaky "database is locked" in CI)."""
     path = tmp_path / "o.sqlite3"
     path.touch()
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sqlite3, sys, time\n"
-            "connection = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-            "connection.execute('BEGIN IMMEDIATE')\n"
-            "print('locked', flush=True)\n"
-            "time.sleep(0.5)\n"
-            "connection.execute('COMMIT')\n",
-            str(path),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+    hold = (
+        "import sqlite3, sys, time\n"
+        "connection = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "connection.execute('BEGIN IMMEDIATE')\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(0.5)\n"
+        "connection.execute('COMMIT')\n"
     )
-    try:
+    with started([sys.executable, "-c", hold, str(path)], stdout=subprocess.PIPE) as holder:
         assert holder.stdout is not None
         assert holder.stdout.readline() == "locked\n"
-        store = SQLiteStore(str(path), "process", lease=300.0)
-        store.close()
-    finally:
-        holder.communicate(timeout=30)
-    assert holder.returncode == 0
+        SQLiteStore(str(path), "process", lease=300.0).close()
+        assert holder.wait(timeout=30) == 0
 
 
 def test_an_outbox_set_up_by_another_process_while_this_one_looks_is_opened(
