@@ -29,7 +29,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any, Concatenate, Literal, NamedTuple, ParamSpec, TypeVar
 
 from .._canonical import canonical_json, content_hash
 from .store import (
@@ -62,6 +62,10 @@ AUTOCHECKPOINT_PAGES = 10_000
 #: Events chained to their customers' per transaction (`_promote`, `retry_failed`): the write lock is held about
 #: 0.1 s for each batch, and other processes' transactions go between batches.
 CHAIN_BATCH = 5000
+#: Seconds after its last change past which a folder's times are trusted to move at its next change (some
+#: filesystems keep whole seconds, or two; the kernel stamps with a clock read every few milliseconds): from then
+#: on, `check_in_place` looks at the outbox's folder only, while it stays as it was.
+SETTLED = 3.0
 #: How often the delivery thread checkpoints the WAL, and forgets old deliveries.
 CHECKPOINT_EVERY = 1.0
 FORGET_EVERY = 3600.0
@@ -191,6 +195,10 @@ class SQLiteStore:
         #: and their device and inode when opened; none for ":memory:".
         self._files: tuple[str, ...] = ()
         self._identity: list[tuple[int, int] | None] = []
+        #: The folder holding them, when the path goes through no symbolic link; and its state when a full check
+        #: last passed, if it had settled by then (see `check_in_place`).
+        self._folder: str | None = None
+        self._settled: _FolderState | None = None
         if path == MEMORY:
             self.connection = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
             for statement in _statements(_MIGRATIONS[0]):
@@ -209,6 +217,8 @@ class SQLiteStore:
             real = os.path.realpath(self.path)
             self._files = (self.path, real + "-wal", real + "-shm")
             self._identity = [_file_identity(file) for file in self._files]
+            if real == self.path:  # a link anywhere on the way could be changed without changing the folder
+                self._folder = os.path.dirname(real)
         except BaseException:
             self.connection.close()
             raise
@@ -363,12 +373,21 @@ class SQLiteStore:
         still the ones SQLite has open: once the file is moved or deleted, what is written to it is where the next
         `Outbox` on the path never looks; a deleted -wal takes what it holds with this process (kill -9), and
         without its -shm the next process on the path builds another index of the log, blind to this one's."""
+        # Moving or deleting a file changes its folder's change time. While the folder is as it was when a full
+        # check last passed, and had settled by then, no file in it can have moved since: one `stat` instead of
+        # three. (A mount over one of the files, made while it is open, needs root and changes no folder.)
+        folder = None if self._folder is None else _folder_state(self._folder)
+        if folder is not None and folder == self._settled:
+            return
         if [_file_identity(file) for file in self._files] != self._identity:
             raise StorageError(
                 f"{self.label} no longer names the outbox's file (it, or its -wal or -shm, was moved or deleted "
                 "while open): nothing more is stored in it. Start a new Outbox on the path; events already in the "
                 "moved file are delivered by an Outbox opened on it."
             )
+        settled_before = time.time_ns() - int(SETTLED * 1e9)
+        settled = folder is not None and max(folder.modified, folder.changed) < settled_before
+        self._settled = folder if settled else None
 
     # -- enqueue ------------------------------------------------------------------------------------------------
 
@@ -778,6 +797,24 @@ def _file_identity(path: str) -> tuple[int, int] | None:
     except OSError as exc:
         raise StorageError(f"Cannot look at {path}: {exc}") from None
     return status.st_dev, status.st_ino
+
+
+class _FolderState(NamedTuple):
+    device: int
+    inode: int
+    #: Its modification and change times (ns): both set by every entry added, removed or renamed (on Windows,
+    #: the first only; there the second is its creation).
+    modified: int
+    changed: int
+
+
+def _folder_state(path: str) -> _FolderState | None:
+    """What `check_in_place` compares of a folder; None if it cannot be looked at (then the files are)."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return _FolderState(status.st_dev, status.st_ino, status.st_mtime_ns, status.st_ctime_ns)
 
 
 def _statements(script: str) -> list[str]:

@@ -10,6 +10,7 @@ import random
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -320,6 +321,77 @@ def test_a_file_moved_or_deleted_under_the_outbox_refuses_to_acknowledge(tmp_pat
         with Outbox(path, TOKEN, "http://127.0.0.1:9") as later:
             assert later.stats()["pending"] == 0
             later.close(timeout=0)
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["moved", "deleted", "-wal deleted", "-wal deleted, times set back", "folder renamed", "folder replaced by a link"],
+)
+def test_a_file_moved_once_its_folder_settled_is_noticed_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # Once its folder has not changed for SETTLED seconds, a check looks at the folder only: what moves a file
+    # changes its folder, and what replaces the folder changes what its path names.
+    monkeypatch.setattr(sqlite, "SETTLED", 0.05)
+    folder = tmp_path / "outbox"
+    folder.mkdir()
+    path = folder / "o.sqlite3"
+    with Outbox(path, TOKEN, "http://127.0.0.1:9", flush_on_exit=0) as outbox:
+        time.sleep(0.2)  # the folder settles
+        for number in range(2):  # the first check looks at the files, and sees the folder settled
+            assert outbox.track_lead(**lead(customer_external_id=f"before{number}"))["success"]
+        assert outbox._store._settled is not None
+        if how.startswith("folder"):
+            folder.rename(tmp_path / "elsewhere")
+            if how == "folder replaced by a link":
+                (tmp_path / "copy").mkdir()
+                for suffix in ("", "-wal", "-shm"):
+                    (tmp_path / "copy" / f"o.sqlite3{suffix}").write_bytes(
+                        (tmp_path / f"elsewhere/o.sqlite3{suffix}").read_bytes()
+                    )
+                folder.symlink_to(tmp_path / "copy")
+        else:
+            before = folder.stat()
+            for suffix in ("-wal",) if how.startswith("-wal deleted") else ("", "-wal", "-shm"):
+                source = folder / f"o.sqlite3{suffix}"
+                if how == "moved":
+                    source.rename(tmp_path / f"elsewhere{suffix}")
+                else:
+                    source.unlink()
+            if how.endswith("times set back"):  # its change time moves all the same
+                os.utime(folder, ns=(before.st_atime_ns, before.st_mtime_ns))
+        result = outbox.track_lead(**lead(customer_external_id="after"))
+        assert (result["success"], result["type"]) == (False, "storage_error"), how
+        assert "no longer names the outbox's file" in result["error"]
+        outbox.close(timeout=0)
+
+
+@pytest.mark.parametrize("how", ["its link pointed elsewhere", "a link on the way pointed elsewhere"])
+def test_a_path_through_a_symbolic_link_is_checked_file_by_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # A link can point elsewhere without any change to the folders the file, or the link, are in.
+    monkeypatch.setattr(sqlite, "SETTLED", 0.05)
+    for name in ("links", "files", "other", "releases/1", "releases/2"):
+        (tmp_path / name).mkdir(parents=True)
+    (tmp_path / "releases" / "current").symlink_to(tmp_path / "releases" / "1")
+    path = tmp_path / "links" / "o.sqlite3"
+    path.symlink_to(tmp_path / "releases" / "current" / "o.sqlite3")
+    with Outbox(path, TOKEN, "http://127.0.0.1:9", flush_on_exit=0) as outbox:
+        time.sleep(0.2)
+        for number in range(2):
+            assert outbox.track_lead(**lead(customer_external_id=f"before{number}"))["success"]
+        assert outbox._store._settled is None
+        link, target = (
+            (path, tmp_path / "other" / "o.sqlite3")
+            if how == "its link pointed elsewhere"
+            else (tmp_path / "releases" / "current", tmp_path / "releases" / "2")
+        )
+        (link.parent / "new").symlink_to(target)
+        (link.parent / "new").replace(link)
+        result = outbox.track_lead(**lead(customer_external_id="after"))
+        assert (result["success"], result["type"]) == (False, "storage_error"), how
+        outbox.close(timeout=0)
 
 
 @pytest.mark.parametrize("shape", ["one customer", "many customers"])
