@@ -6,8 +6,8 @@ Nothing here does I/O: `build_lead` and `build_sale` return either a `TrackReque
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from datetime import datetime, timezone
 from functools import cache
 from typing import Any, Literal, TypeVar
@@ -119,7 +119,7 @@ class _Fields:
         self._max_lengths = max_lengths(operation)
 
     def request(self, values: dict[str, Any], key: object) -> TrackRequest[Any] | TrackError:
-        checked = str(uuid.uuid4()) if key is None else str.__str__(key) if issubclass(type(key), str) else None
+        checked = new_key() if key is None else str.__str__(key) if issubclass(type(key), str) else None
         if checked is None or not _IDEMPOTENCY_KEY.fullmatch(checked):
             self.problems["idempotency_key"] = "must be 1 to 255 visible ASCII characters"
         if self.problems or checked is None:
@@ -232,6 +232,16 @@ class _Fields:
         # The placeholder is never sent, nor put in a model: any problem means no request is built.
         self.problems.setdefault(name, problem)
         return placeholder
+
+
+def new_key() -> str:
+    """A random idempotency key: a version 4 UUID, as `str(uuid.uuid4())` writes it, in less than half its time
+    (every call without a key makes one)."""
+    random = bytearray(os.urandom(16))
+    random[6] = random[6] & 0x0F | 0x40  # the version, 4
+    random[8] = random[8] & 0x3F | 0x80  # the variant, RFC 4122's
+    digits = random.hex()
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def _exact_datetime(value: object) -> datetime | str:

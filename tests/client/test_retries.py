@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from cms_python import _retry
+from cms_python._requests import new_key
 
 from ..conftest import LEAD, key_of
 from ..support.servers import SUCCESS, Reply
@@ -181,6 +182,18 @@ def test_idempotency_key_is_one_uuid4_for_all_attempts_of_a_call(client, server)
     assert len(keys) == 3
     assert len(set(keys)) == 1
     assert is_uuid4(keys[0])
+
+
+def test_a_made_key_is_a_uuid4_whose_122_random_bits_all_vary() -> None:
+    keys = [new_key() for _ in range(2000)]
+    assert all(is_uuid4(key) for key in keys)
+    assert len(set(keys)) == len(keys)
+    values = [uuid.UUID(key).int for key in keys]
+    fixed = (0xF << 76) | (0x3 << 62)  # the version's 4 bits and the variant's 2
+    varying = 0
+    for value in values:
+        varying |= value ^ values[0]
+    assert varying == (2**128 - 1) & ~fixed
 
 
 def test_idempotency_key_differs_between_calls(client, server):
