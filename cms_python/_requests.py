@@ -237,10 +237,10 @@ class _Fields:
 def new_key() -> str:
     """A random idempotency key: a version 4 UUID, as `str(uuid.uuid4())` writes it, in less than half its time
     (every call without a key makes one)."""
-    random = bytearray(os.urandom(16))
-    random[6] = random[6] & 0x0F | 0x40  # the version, 4
-    random[8] = random[8] & 0x3F | 0x80  # the variant, RFC 4122's
-    digits = random.hex()
+    octets = bytearray(os.urandom(16))
+    octets[6] = octets[6] & 0x0F | 0x40  # the version, 4
+    octets[8] = octets[8] & 0x3F | 0x80  # the variant, RFC 4122's
+    digits = octets.hex()
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 

@@ -62,9 +62,10 @@ AUTOCHECKPOINT_PAGES = 10_000
 #: Events chained to their customers' per transaction (`_promote`, `retry_failed`): the write lock is held about
 #: 0.1 s for each batch, and other processes' transactions go between batches.
 CHAIN_BATCH = 5000
-#: Seconds after its last change past which a folder's times are trusted to move at its next change (some
-#: filesystems keep whole seconds, or two; the kernel stamps with a clock read every few milliseconds): from then
-#: on, `check_in_place` looks at the outbox's folder only, while it stays as it was.
+#: Seconds a folder must be seen unchanged, by this process's own clock, before its times are trusted to move at its
+#: next change (some filesystems keep whole seconds, or two; the kernel stamps with a clock read every few
+#: milliseconds; a network filesystem with another machine's clock): from then on, `check_in_place` looks at the
+#: outbox's folder only, while it stays as it was.
 SETTLED = 3.0
 #: How often the delivery thread checkpoints the WAL, and forgets old deliveries.
 CHECKPOINT_EVERY = 1.0
@@ -195,9 +196,10 @@ class SQLiteStore:
         #: and their device and inode when opened; none for ":memory:".
         self._files: tuple[str, ...] = ()
         self._identity: list[tuple[int, int] | None] = []
-        #: The folder holding them, when the path goes through no symbolic link; and its state when a full check
-        #: last passed, if it had settled by then (see `check_in_place`).
+        #: The folder holding them, when the path goes through no symbolic link; the state passing full checks
+        #: have seen it in since when (monotonic); that state once seen for `SETTLED` (see `check_in_place`).
         self._folder: str | None = None
+        self._seen: tuple[_FolderState | None, float] = (None, 0.0)
         self._settled: _FolderState | None = None
         if path == MEMORY:
             self.connection = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
@@ -373,9 +375,9 @@ class SQLiteStore:
         still the ones SQLite has open: once the file is moved or deleted, what is written to it is where the next
         `Outbox` on the path never looks; a deleted -wal takes what it holds with this process (kill -9), and
         without its -shm the next process on the path builds another index of the log, blind to this one's."""
-        # Moving or deleting a file changes its folder's change time. While the folder is as it was when a full
-        # check last passed, and had settled by then, no file in it can have moved since: one `stat` instead of
-        # three. (A mount over one of the files, made while it is open, needs root and changes no folder.)
+        # Moving or deleting a file changes its folder's times. Once full checks `SETTLED` apart have passed and
+        # seen the folder in one state, and while it stays in it, no file in it can have moved: one `stat` instead
+        # of three. (A mount over one of the files, made while it is open, needs root and changes no folder.)
         folder = None if self._folder is None else _folder_state(self._folder)
         if folder is not None and folder == self._settled:
             return
@@ -385,9 +387,14 @@ class SQLiteStore:
                 "while open): nothing more is stored in it. Start a new Outbox on the path; events already in the "
                 "moved file are delivered by an Outbox opened on it."
             )
-        settled_before = time.time_ns() - int(SETTLED * 1e9)
-        settled = folder is not None and max(folder.modified, folder.changed) < settled_before
-        self._settled = folder if settled else None
+        if folder is None:
+            return
+        seen, since = self._seen
+        now = time.monotonic()
+        if folder != seen:
+            self._seen = (folder, now)
+        elif now - since >= SETTLED:  # any later change is stamped at least that much later: its times differ
+            self._settled = folder
 
     # -- enqueue ------------------------------------------------------------------------------------------------
 
@@ -803,7 +810,7 @@ class _FolderState(NamedTuple):
     device: int
     inode: int
     #: Its modification and change times (ns): both set by every entry added, removed or renamed (on Windows,
-    #: the first only; there the second is its creation).
+    #: the first only; there the second is its creation); the second cannot be set back.
     modified: int
     changed: int
 

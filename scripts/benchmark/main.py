@@ -31,7 +31,7 @@ from .server import canned_server, serve
 
 def run(settings: Settings) -> tuple[dict[str, Measure], list[Goal], list[Goal], str]:
     """The measures, the goals, the gains (ratios reported, not judged: over a default httpx.AsyncClient without
-    sniffio; a floor against a goal), and the line on the PostgreSQL scenarios (run, or why not)."""
+    sniffio; the floor of a goal's ratio), and the line on the PostgreSQL scenarios (run, or why not)."""
     with ExitStack() as stack:
         host = stack.enter_context(canned_server())
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cms-bench-")))

@@ -330,17 +330,19 @@ def test_a_file_moved_or_deleted_under_the_outbox_refuses_to_acknowledge(tmp_pat
 def test_a_file_moved_once_its_folder_settled_is_noticed_too(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    # Once its folder has not changed for SETTLED seconds, a check looks at the folder only: what moves a file
+    # Once checks SETTLED apart have seen its folder unchanged, a check looks at the folder only: what moves a file
     # changes its folder, and what replaces the folder changes what its path names.
     monkeypatch.setattr(sqlite, "SETTLED", 0.05)
     folder = tmp_path / "outbox"
     folder.mkdir()
     path = folder / "o.sqlite3"
     with Outbox(path, TOKEN, "http://127.0.0.1:9", flush_on_exit=0) as outbox:
-        time.sleep(0.2)  # the folder settles
-        for number in range(2):  # the first check looks at the files, and sees the folder settled
+        for number in range(2):  # the first check sees the folder; the second, later, finds it settled
             assert outbox.track_lead(**lead(customer_external_id=f"before{number}"))["success"]
-        assert outbox._store._settled is not None
+            time.sleep(0.1)
+        with monkeypatch.context() as files_unseen:  # the folder only, from now on
+            files_unseen.setattr(sqlite, "_file_identity", None)
+            assert outbox.track_lead(**lead(customer_external_id="settled"))["success"]
         if how.startswith("folder"):
             folder.rename(tmp_path / "elsewhere")
             if how == "folder replaced by a link":
@@ -372,16 +374,16 @@ def test_a_path_through_a_symbolic_link_is_checked_file_by_file(
 ) -> None:
     # A link can point elsewhere without any change to the folders the file, or the link, are in.
     monkeypatch.setattr(sqlite, "SETTLED", 0.05)
-    for name in ("links", "files", "other", "releases/1", "releases/2"):
+    for name in ("links", "other", "releases/1", "releases/2"):
         (tmp_path / name).mkdir(parents=True)
     (tmp_path / "releases" / "current").symlink_to(tmp_path / "releases" / "1")
     path = tmp_path / "links" / "o.sqlite3"
     path.symlink_to(tmp_path / "releases" / "current" / "o.sqlite3")
     with Outbox(path, TOKEN, "http://127.0.0.1:9", flush_on_exit=0) as outbox:
-        time.sleep(0.2)
         for number in range(2):
             assert outbox.track_lead(**lead(customer_external_id=f"before{number}"))["success"]
-        assert outbox._store._settled is None
+            time.sleep(0.1)
+        assert outbox._store._folder is None
         link, target = (
             (path, tmp_path / "other" / "o.sqlite3")
             if how == "its link pointed elsewhere"
