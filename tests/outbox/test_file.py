@@ -337,9 +337,7 @@ def test_a_file_moved_once_its_folder_settled_is_noticed_too(
     folder.mkdir()
     path = folder / "o.sqlite3"
     with Outbox(path, TOKEN, "http://127.0.0.1:9", flush_on_exit=0) as outbox:
-        for number in range(2):  # the first check sees the folder; the second, later, finds it settled
-            assert outbox.track_lead(**lead(customer_external_id=f"before{number}"))["success"]
-            time.sleep(0.1)
+        _used_past_settling(outbox)
         with monkeypatch.context() as files_unseen:  # the folder only, from now on
             files_unseen.setattr(sqlite, "_file_identity", None)
             assert outbox.track_lead(**lead(customer_external_id="settled"))["success"]
@@ -380,9 +378,7 @@ def test_a_path_through_a_symbolic_link_is_checked_file_by_file(
     path = tmp_path / "links" / "o.sqlite3"
     path.symlink_to(tmp_path / "releases" / "current" / "o.sqlite3")
     with Outbox(path, TOKEN, "http://127.0.0.1:9", flush_on_exit=0) as outbox:
-        for number in range(2):
-            assert outbox.track_lead(**lead(customer_external_id=f"before{number}"))["success"]
-            time.sleep(0.1)
+        _used_past_settling(outbox)
         assert outbox._store._folder is None
         link, target = (
             (path, tmp_path / "other" / "o.sqlite3")
@@ -394,6 +390,14 @@ def test_a_path_through_a_symbolic_link_is_checked_file_by_file(
         result = outbox.track_lead(**lead(customer_external_id="after"))
         assert (result["success"], result["type"]) == (False, "storage_error"), how
         outbox.close(timeout=0)
+
+
+def _used_past_settling(outbox: Outbox) -> None:
+    """Two enqueues more than SETTLED (patched to 0.05 s) apart: the first check sees the folder, the second finds
+    it settled."""
+    for number in range(2):
+        assert outbox.track_lead(**lead(customer_external_id=f"before{number}"))["success"]
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("shape", ["one customer", "many customers"])
